@@ -1,0 +1,45 @@
+/**
+ * Typed errors. Every error hipattn throws on bad input is a `HipAttnError` with a stable
+ * `code`, so callers can branch on the kind of problem without parsing messages.
+ */
+
+export type HipAttnErrorCode =
+  | 'SHAPE_MISMATCH'
+  | 'INVALID_OPTION'
+  | 'NON_FINITE'
+  | 'MODEL_FORMAT'
+  | 'UNSUPPORTED'
+  | 'OUT_OF_MEMORY'
+  | 'GPU'
+  | 'TOKENIZER'
+  | 'REQUEST';
+
+export class HipAttnError extends Error {
+  readonly code: HipAttnErrorCode;
+  constructor(code: HipAttnErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** Tensor shapes or lengths do not agree with each other or with the declared shape. */
+export class ShapeError extends HipAttnError {
+  constructor(message: string) {
+    super('SHAPE_MISMATCH', message);
+  }
+}
+
+/** An option is out of range or inconsistent with another option. */
+export class OptionError extends HipAttnError {
+  constructor(message: string) {
+    super('INVALID_OPTION', message);
+  }
+}
+
+/** An input tensor holds NaN or ±Infinity. */
+export class NonFiniteError extends HipAttnError {
+  constructor(message: string) {
+    super('NON_FINITE', message);
+  }
+}
