@@ -91,10 +91,15 @@ export class BrowserNoAdapterError extends HipAttnError {
   }
 }
 
-/** The Chromium binary to use, or null when none is installed. */
+/**
+ * The Chromium binary to use, or null when none is installed. An explicit path (argument, else
+ * $HIPATTN_CHROMIUM) is used as given, with no fallback; otherwise /usr/bin/chromium, then
+ * chromium or chromium-browser on PATH.
+ */
 export function findChromium(explicit?: string): string | null {
-  const candidates = [explicit, process.env.HIPATTN_CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser'];
-  for (const c of candidates) if (c && existsSync(c)) return c;
+  const chosen = explicit ?? process.env.HIPATTN_CHROMIUM;
+  if (chosen) return existsSync(chosen) ? chosen : null;
+  for (const c of ['/usr/bin/chromium', '/usr/bin/chromium-browser']) if (existsSync(c)) return c;
   for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
     for (const name of ['chromium', 'chromium-browser']) {
       const p = path.join(dir, name);
@@ -124,7 +129,13 @@ export class BrowserHarness {
   static async launch(options: LaunchOptions = {}): Promise<BrowserHarness> {
     const exe = findChromium(options.executablePath);
     if (!exe) {
-      throw new HipAttnError('UNSUPPORTED', 'Chromium not found: install Debian\'s chromium package (/usr/bin/chromium) or set HIPATTN_CHROMIUM');
+      const where = options.executablePath ?? process.env.HIPATTN_CHROMIUM;
+      throw new HipAttnError(
+        'UNSUPPORTED',
+        where
+          ? `Chromium not found at ${where}`
+          : "Chromium not found: install Debian's chromium package (/usr/bin/chromium) or set HIPATTN_CHROMIUM",
+      );
     }
     const pages = new Map<string, { html: string; js: string }>();
     const server = http.createServer((req, res) => {
