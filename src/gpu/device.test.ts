@@ -104,6 +104,16 @@ describe.skipIf(!gpu)('acquireGpu in Node (Dawn)', () => {
     expect(a.pipelines).not.toBe(b.pipelines);
   });
 
+  it('onUncapturedError receives errors outside error scopes', async () => {
+    const seen: string[] = [];
+    const ctx = await acquireGpu({ onUncapturedError: (e) => seen.push(e.message) });
+    extra.push(ctx);
+    ctx.device.createBuffer({ size: 16, usage: 0x1 | 0x80 }); // invalid usage combination
+    await ctx.device.queue.onSubmittedWorkDone();
+    for (let i = 0; i < 50 && seen.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(seen.length).toBeGreaterThan(0);
+  });
+
   it('withErrorScope turns a validation error into HipAttnError', async () => {
     const ctx = gpu!;
     const err = await withErrorScope(ctx.device, 'bad buffer', () =>
