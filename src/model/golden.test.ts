@@ -51,7 +51,7 @@ describe.each(MODELS)('$name vs golden.json (float32, CPU)', ({ dir }) => {
   for (const input of golden.inputs) {
     it(`log-probs of "${input.name}" (${input.input_ids.length} tokens) within ${TOL}`, async () => {
       const { m, weights } = await model;
-      const lm = new LlamaCpu(m.config, weights, { capacity: 512 });
+      const lm = new LlamaCpu(m.config, weights, { capacity: 400 });
       const t0 = performance.now();
       const logits = lm.forward(input.input_ids, { logits: 'all', chunkSize: 128 });
       const ms = performance.now() - t0;
@@ -76,6 +76,21 @@ describe.each(MODELS)('$name vs golden.json (float32, CPU)', ({ dir }) => {
       expect(maxLp).toBeLessThanOrEqual(TOL);
       expect(maxLogit).toBeLessThanOrEqual(TOL);
       expect(topMatches).toBe(input.input_ids.length);
+
+      // Greedy continuation, decoding token by token from the KV cache the prompt filled.
+      const cont = input.greedy_continuation_32 ?? input.greedy_continuation_8;
+      if (cont) {
+        const t1 = performance.now();
+        const ids: number[] = [];
+        let next = argmax(logits, last * V, V);
+        while (ids.length < cont.ids.length) {
+          ids.push(next);
+          if (ids.length < cont.ids.length) next = argmax(lm.forward([next]));
+        }
+        console.log(`${dir} ${input.name}: greedy ${ids.length} tokens in ${(performance.now() - t1).toFixed(0)} ms: ${JSON.stringify(m.tokenizer.decode(ids))}`);
+        expect(ids).toEqual(cont.ids);
+        expect(m.tokenizer.decode(ids, { skipSpecialTokens: true })).toBe(cont.text); // golden decoded with skip_special_tokens
+      }
     });
   }
 });
