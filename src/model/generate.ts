@@ -20,7 +20,11 @@ export interface CausalLM {
 export interface GenerateOptions extends SamplingOptions {
   /** Upper bound on generated tokens. */
   maxNewTokens: number;
-  /** Token ids that end generation (not emitted). Default: the tokenizer's EOS ids. */
+  /**
+   * Token ids that end generation (not emitted). Default: the tokenizer's EOS ids and BOS — a
+   * generated BOS starts a new document (llama2.c models such as stories260K end a story with
+   * BOS and never emit EOS).
+   */
   stopTokenIds?: readonly number[];
   /** Strings that end generation (not emitted, nor anything after them). */
   stopStrings?: readonly string[];
@@ -80,7 +84,8 @@ export async function* generateTokens(
     throw new HipAttnError('INVALID_OPTION', 'the prompt is empty: pass at least one token (e.g. BOS)');
   }
   const sampler = new Sampler(options);
-  const stopIds = new Set(options.stopTokenIds ?? tokenizer.eosTokenIds);
+  const defaultStops = [...tokenizer.eosTokenIds, ...(tokenizer.bosTokenId !== undefined ? [tokenizer.bosTokenId] : [])];
+  const stopIds = new Set(options.stopTokenIds ?? defaultStops);
   const stops = (options.stopStrings ?? []).filter((s) => s.length > 0);
   if (!options.continueSequence) lm.reset();
 

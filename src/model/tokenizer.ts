@@ -127,6 +127,10 @@ export class HfTokenizer implements TextTokenizer {
   }
 
   decode(ids: readonly number[], options: DecodeOptions = {}): string {
+    if (ids.length === 0) return ''; // @huggingface/tokenizers rejects empty input
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) throw new HipAttnError('TOKENIZER', `${this.name}: token id ${id} is outside the vocabulary of ${this.vocabSize}`);
+    }
     return this.tok.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false });
   }
 
