@@ -11,6 +11,7 @@ import { gguf as hfGguf } from '@huggingface/gguf';
 import { afterAll, describe, expect, it } from 'vitest';
 import { HipAttnError } from '../errors.js';
 import { bufferSource } from './byte-source.js';
+import { encodeChat } from './chat-template.js';
 import { f16BitsToNumber, f32ToF16Bits } from './dtypes.js';
 import { generate } from './generate.js';
 import { dequantizeQ8_0, readGguf, unpermuteRows } from './gguf.js';
@@ -196,6 +197,7 @@ async function hfToGguf(m: OpenedModel, type: 'F32' | 'F16' | 'Q8_0', tokenizerJ
     'tokenizer.ggml.bos_token_id': u32(0),
     'tokenizer.ggml.eos_token_id': u32(1),
     'tokenizer.ggml.add_bos_token': { type: 'bool', value: true },
+    'tokenizer.chat_template': { type: 'string', value: '{% for m in messages %}{{ bos_token }}{{ m.content }}{{ eos_token }}{% endfor %}' },
   };
   return writeGguf(meta, tensors);
 }
@@ -237,6 +239,8 @@ describe('hip-testbed-mini converted to GGUF (llama.cpp layout) matches the safe
           expect(g.tokenizer.encode(t.text)).toEqual(t.ids_default_encode);
           expect(g.tokenizer.decode(t.ids)).toBe(t.text);
         }
+        // tokenizer.chat_template is used, with the GGUF's special tokens.
+        expect(encodeChat(g.tokenizer, [{ role: 'user', content: 'Hi' }])).toEqual([0, ...g.tokenizer.encode('Hi', { addBos: false }), 1]);
       }
     });
   }
