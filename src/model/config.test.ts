@@ -90,6 +90,25 @@ describe('supported configs', () => {
     expect(c).toMatchObject({ qkvBias: true, oBias: true, mlpBias: true });
   });
 
+  it("llama.cpp's rope_freqs factors (as its converter computes them for Llama 3.1) give the same frequencies as llama3 scaling", () => {
+    const c = parseLlamaConfig(fixture('llama-3.1-8b-instruct'));
+    const d = c.headDim;
+    const factors: number[] = [];
+    for (let i = 0; i < d / 2; i++) {
+      const freq = 1 / 500000 ** ((2 * i) / d);
+      const wavelen = (2 * Math.PI) / freq;
+      if (wavelen < 8192 / 4) factors.push(1);
+      else if (wavelen > 8192 / 1) factors.push(8);
+      else {
+        const smooth = (8192 / wavelen - 1) / (4 - 1);
+        factors.push(1 / ((1 - smooth) / 8 + smooth));
+      }
+    }
+    const a = ropeInvFreq(c.rope, d);
+    const b = ropeInvFreq({ theta: 500000, scaling: { type: 'freq_factors', factors } }, d);
+    a.forEach((v, i) => expect(Math.abs(v - b[i]!) / v).toBeLessThan(1e-6));
+  });
+
   it('linear RoPE scaling divides every inverse frequency by the factor', () => {
     const c = parseLlamaConfig({ ...fixture('llama-2-7b'), rope_scaling: { type: 'linear', factor: 4 } });
     expect(c.rope.scaling).toEqual({ type: 'linear', factor: 4 });

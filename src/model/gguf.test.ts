@@ -344,6 +344,39 @@ describe('malformed GGUF → clear errors, never a hang', () => {
     await g.source.close();
   });
 
+  it('a rope_freqs tensor (llama.cpp Llama 3.1) becomes freq_factors RoPE scaling; qwen2 keeps Q/K rows as stored', async () => {
+    const meta = (arch: string): Record<string, GgufWriteValue> => ({
+      'general.architecture': { type: 'string', value: arch },
+      [`${arch}.embedding_length`]: u32(8),
+      [`${arch}.block_count`]: u32(1),
+      [`${arch}.feed_forward_length`]: u32(32),
+      [`${arch}.attention.head_count`]: u32(2),
+      [`${arch}.attention.head_count_kv`]: u32(1),
+      [`${arch}.attention.layer_norm_rms_epsilon`]: { type: 'f32', value: 1e-6 },
+      [`${arch}.rope.freq_base`]: { type: 'f32', value: 500000 },
+      [`${arch}.context_length`]: u32(128),
+    });
+    const q = new Float32Array(64).map((_, i) => i);
+    const tensors = (extra: GgufWriteTensor[]): GgufWriteTensor[] => [
+      { name: 'token_embd.weight', ne: [8, 4], type: 'F32', data: new Float32Array(32) },
+      { name: 'blk.0.attn_q.weight', ne: [8, 8], type: 'F32', data: q },
+      ...extra,
+    ];
+    const { openGgufModel } = await import('./gguf.js');
+    const llama = await openGgufModel(bufferSource('l.gguf', writeGguf(meta('llama'), tensors([{ name: 'rope_freqs.weight', ne: [2], type: 'F32', data: new Float32Array([1, 8]) }]))));
+    expect(llama.config.rope).toEqual({ theta: 500000, scaling: { type: 'freq_factors', factors: [1, 8] } });
+    expect(llama.config.headDim).toBe(4);
+    // llama: rows unpermuted (head rows [0, 2, 1, 3] of the file's [0, 1, 2, 3]), qwen2: as stored
+    const lq = await llama.store.readF32('model.layers.0.self_attn.q_proj.weight');
+    expect(Array.from(lq.subarray(0, 32))).toEqual([...q.subarray(0, 8), ...q.subarray(16, 24), ...q.subarray(8, 16), ...q.subarray(24, 32)]);
+    // Raw bytes and f16 bits (for GPU upload) come in the same Hugging Face row order.
+    expect(new Float32Array((await llama.store.readRaw('model.layers.0.self_attn.q_proj.weight')).slice().buffer)).toEqual(lq);
+    expect(Array.from(await llama.store.readF16Bits('model.layers.0.self_attn.q_proj.weight'))).toEqual(Array.from(lq, f32ToF16Bits));
+    const qwen = await openGgufModel(bufferSource('q.gguf', writeGguf(meta('qwen2'), tensors([]))));
+    expect(qwen.config.modelType).toBe('qwen2');
+    expect(await qwen.store.readF32('model.layers.0.self_attn.q_proj.weight')).toEqual(q);
+  });
+
   it('missing metadata and unsupported architectures are named', async () => {
     const e = await err(openGgufFile(bufferSource('nometa.gguf', good)));
     expect(e.message).toMatch(/nometa\.gguf.*(head_count|embedding_length|block_count)/);
