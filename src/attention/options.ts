@@ -105,6 +105,11 @@ export function resolveHipOptions(options: Partial<HipOptions> = {}): HipOptions
       `slidingWindow (${o.slidingWindow}) must be ≥ refreshInterval (${o.refreshInterval}): tokens generated between mask refreshes are only reached through the window`,
     );
   }
+  if (o.blockSizeQ > o.slidingWindow + 1) {
+    throw new OptionError(
+      `blockSizeQ (${o.blockSizeQ}) must be ≤ slidingWindow + 1 (${o.slidingWindow + 1}): otherwise a query block's mask would depend on keys after its first query (not causal)`,
+    );
+  }
   if (o.representative !== 'center' && o.representative !== 'first') {
     throw new OptionError(`representative must be "center" or "first", got ${String(o.representative)}`);
   }

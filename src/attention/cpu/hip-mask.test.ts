@@ -1,0 +1,227 @@
+import { describe, expect, it } from 'vitest';
+import { maxRowRelativeError, naiveAttention, type NaiveShape, seededRng } from '../../../test/helpers.js';
+import type { Rng } from '../../util/rng.js';
+import { selectedBlocks } from '../mask.js';
+import { HIP_DEFAULTS } from '../options.js';
+import { exactTopBlocks, hierarchicalTopBlocks } from '../tree-search.js';
+import { streamingKeys } from '../keys.js';
+import { estimateHipMask, exactTopKMask, maskRecall } from './hip-mask.js';
+import { hipAttention } from './hip.js';
+
+function unitVector(rng: Rng, d: number): Float32Array {
+  const u = rng.normalArray(d);
+  const norm = Math.hypot(...u);
+  return u.map((x) => x / norm);
+}
+
+describe('tree search (synthetic block scores)', () => {
+  it('finds the top blocks of a smooth score landscape', () => {
+    const rng = seededRng('tree smooth');
+    const numBlocks = 5000;
+    const n = 64;
+    // a few smooth bumps of varying width over a low background
+    const bumps = Array.from({ length: 6 }, () => ({ c: rng.int(numBlocks), w: 20 + rng.int(40), a: 5 + rng.uniform() * 5 }));
+    const score = (j: number) => bumps.reduce((m, b) => Math.max(m, b.a * Math.exp(-(((j - b.c) / b.w) ** 2))), 0);
+    const hip = hierarchicalTopBlocks(numBlocks, n, score, 'center');
+    const exact = exactTopBlocks(numBlocks, n, score);
+    const hits = [...exact].filter((j) => hip.includes(j)).length;
+    console.log(`smooth landscape: HiP found ${hits}/${n} of the exact top blocks`);
+    expect(hip.length).toBe(n);
+    expect([...hip]).toEqual([...hip].sort((a, b) => a - b));
+    expect(new Set(hip).size).toBe(n);
+    expect(hits / n).toBeGreaterThanOrEqual(0.9);
+  });
+
+  it('selects everything when there are no more blocks than slots, and breaks ties towards lower blocks', () => {
+    expect([...hierarchicalTopBlocks(5, 8, () => 0, 'center')]).toEqual([0, 1, 2, 3, 4]);
+    expect([...exactTopBlocks(10, 3, () => 1)]).toEqual([0, 1, 2]);
+    expect([...hierarchicalTopBlocks(10, 3, () => -Infinity, 'first')].length).toBe(3);
+  });
+
+  it('costs about 2n log2(numBlocks / n) block scores', () => {
+    for (const numBlocks of [1000, 4000, 16000, 64000]) {
+      let calls = 0;
+      hierarchicalTopBlocks(numBlocks, 256, (j) => {
+        calls++;
+        return Math.sin(j);
+      }, 'center');
+      const bound = 2 * 256 * Math.ceil(Math.log2(numBlocks / 256) + 1);
+      expect(calls).toBeLessThanOrEqual(bound);
+    }
+  });
+});
+
+/**
+ * Q/K/V where every query block shares a direction, and some query blocks have `perBlock`
+ * planted keys far outside their window with much higher scores. Real attention has locality
+ * (neighbouring keys score alike), which is what HiP's coarse levels rely on, so each planted
+ * key sits at the peak of a bump as wide as half the coarsest tree node. Bumps never overlap.
+ */
+function plantedInput(rng: Rng, T: number, heads: number, kvHeads: number, d: number, perBlock: number, everyNthBlock: number) {
+  const o = HIP_DEFAULTS;
+  const q = new Float32Array(heads * T * d);
+  const k = rng.normalArray(kvHeads * T * d);
+  const v = rng.normalArray(kvHeads * T * d);
+  const numQB = Math.ceil(T / o.blockSizeQ);
+  const planted: { h: number; qb: number; pos: number }[] = [];
+  const group = heads / kvHeads;
+  const occupied = Array.from({ length: kvHeads }, () => new Uint8Array(T));
+  for (let h = 0; h < heads; h++) {
+    const kvh = Math.floor(h / group);
+    for (let qb = 0; qb < numQB; qb++) {
+      const u = unitVector(rng, d);
+      const qEnd = Math.min((qb + 1) * o.blockSizeQ, T);
+      for (let i = qb * o.blockSizeQ; i < qEnd; i++)
+        for (let c = 0; c < d; c++) q[(h * T + i) * d + c] = 6 * u[c]! + 0.5 * rng.normal();
+      // plant beyond StreamingLLM's default window (768) too, so neither window reaches them
+      const rEnd = qEnd - 768;
+      if (qb % everyNthBlock !== 0 || rEnd - o.sinkTokens <= 2 * o.topK) continue; // short ranges need no pruning
+      const width = Math.max(2, (rEnd - o.sinkTokens) / (o.topK / o.blockSizeK) / 2);
+      const reach = Math.ceil(3 * width);
+      for (let j = 0; j < perBlock; j++) {
+        for (let attempt = 0; attempt < 200; attempt++) {
+          const pos = o.sinkTokens + reach + rng.int(rEnd - o.sinkTokens - 2 * reach);
+          if (occupied[kvh]!.subarray(pos - reach, pos + reach + 1).some((x) => x)) continue;
+          occupied[kvh]!.fill(1, pos - reach, pos + reach + 1);
+          planted.push({ h, qb, pos });
+          for (let t = pos - reach; t <= pos + reach; t++) {
+            const g = 40 * Math.exp(-(((t - pos) / width) ** 2));
+            for (let c = 0; c < d; c++) k[(kvh * T + t) * d + c] = g * u[c]! + rng.normal();
+          }
+          break;
+        }
+      }
+    }
+  }
+  return { q, k, v, planted };
+}
+
+describe('HiP mask estimation', () => {
+  it('finds planted far keys (StreamingLLM cannot) and matches attention over the exact top-k', () => {
+    const rng = seededRng('planted keys');
+    const T = 6000;
+    const s: NaiveShape = { batch: 1, heads: 4, kvHeads: 2, queryLength: T, keyLength: T, headDim: 64 };
+    const { q, k, v, planted } = plantedInput(rng, T, 4, 2, 64, 2, 3);
+    const input = { q, k, v, shape: s };
+    const { output, mask } = hipAttention(input);
+    let found = 0;
+    for (const { h, qb, pos } of planted) {
+      const starts = selectedBlocks(mask, 0, h, qb);
+      if (starts.some((st) => pos >= st && pos < st + HIP_DEFAULTS.blockSizeK)) found++;
+    }
+    const recall = found / planted.length;
+    // StreamingLLM with the same key budget never reads them.
+    const keys = new Int32Array(T);
+    let streamingFound = 0;
+    for (const { qb, pos } of planted) {
+      const p = Math.min((qb + 1) * 64, T) - 1;
+      const n = streamingKeys(p, 16, 768, keys);
+      if (keys.subarray(0, n).includes(pos)) streamingFound++;
+    }
+    console.log(`planted keys: HiP found ${found}/${planted.length} (${(100 * recall).toFixed(1)} %), StreamingLLM ${streamingFound}`);
+    expect(planted.length).toBeGreaterThan(100);
+    expect(recall).toBeGreaterThanOrEqual(0.95);
+    expect(streamingFound).toBe(0);
+
+    // Output vs attention restricted to the exact top-k blocks (plus sink and window), in float64.
+    const exact = exactTopKMask(input);
+    const numQB = Math.ceil(T / 64);
+    const chosen: Uint8Array[] = [];
+    for (let h = 0; h < 4; h++)
+      for (let qb = 0; qb < numQB; qb++) {
+        const sel = new Uint8Array(T);
+        for (const st of selectedBlocks(exact, 0, h, qb)) sel.fill(1, st, st + 2);
+        chosen.push(sel);
+      }
+    // float64 reference on the rows of the query blocks that have planted keys
+    const plantedBlocks = [...new Set(planted.map(({ h, qb }) => h * numQB + qb))];
+    const mine: number[] = [];
+    const theirs: number[] = [];
+    for (const hb of plantedBlocks) {
+      const h = Math.floor(hb / numQB);
+      const qb = hb % numQB;
+      const kvh = h >> 1;
+      const len = Math.min(64, T - qb * 64);
+      const rows = q.subarray((h * T + qb * 64) * 64, (h * T + qb * 64 + len) * 64);
+      const kv = (x: Float32Array) => x.subarray(kvh * T * 64, (kvh + 1) * T * 64);
+      const sel = chosen[h * numQB + qb]!;
+      const blockShape = { batch: 1, heads: 1, kvHeads: 1, queryLength: len, keyLength: T, headDim: 64, queryOffset: qb * 64 };
+      const ref = naiveAttention(rows, kv(k), kv(v), blockShape, (_b, _h, _i, p, t) => t < 16 || t > p - 256 || sel[t] === 1);
+      theirs.push(...ref);
+      mine.push(...output.subarray((h * T + qb * 64) * 64, (h * T + qb * 64 + len) * 64));
+    }
+    let num = 0;
+    let den = 0;
+    for (let j = 0; j < mine.length; j++) {
+      num += (mine[j]! - theirs[j]!) ** 2;
+      den += theirs[j]! ** 2;
+    }
+    const rel = Math.sqrt(num / den);
+    const worstRow = maxRowRelativeError(mine, theirs, 64);
+    const blockRecall = maskRecall(mask, exact);
+    console.log(
+      `relative error vs exact top-k attention on the ${plantedBlocks.length} planted query blocks: ${rel.toExponential(2)} (worst row ${worstRow.toExponential(2)}); top-k block recall over all blocks ${blockRecall.recall.toFixed(3)}`,
+    );
+    expect(rel).toBeLessThanOrEqual(1e-3);
+    expect(worstRow).toBeLessThanOrEqual(1e-2);
+  });
+
+  it('recalls most of the exact top-k blocks on keys with locality (smooth random walk + noise)', () => {
+    const rng = seededRng('recall locality');
+    const T = 8192;
+    const d = 32;
+    const heads = 2;
+    const k = new Float32Array(T * d);
+    const walk = rng.normalArray(d);
+    for (let t = 0; t < T; t++)
+      for (let c = 0; c < d; c++) {
+        walk[c] = 0.98 * walk[c]! + 0.2 * rng.normal();
+        k[t * d + c] = 2 * walk[c]! + 0.3 * rng.normal();
+      }
+    const q = rng.normalArray(heads * T * d);
+    const v = rng.normalArray(T * d);
+    const input = { q, k, v, shape: { batch: 1, heads, kvHeads: 1, queryLength: T, keyLength: T, headDim: d } };
+    const hip = estimateHipMask(input);
+    const exact = exactTopKMask(input);
+    const { recall, queryBlocks } = maskRecall(hip, exact);
+    // Baseline: a random choice of n of the candidate blocks.
+    const candidates = (T - 256 - 16) / 2;
+    const random = 256 / candidates;
+    console.log(`top-k block recall with locality: ${recall.toFixed(3)} over ${queryBlocks} query blocks (random choice: ≤ ${random.toFixed(3)})`);
+    expect(recall).toBeGreaterThanOrEqual(0.85);
+    expect(recall).toBeGreaterThan(5 * random);
+  });
+
+  it('costs O(T log T) q·k products', () => {
+    const rng = seededRng('cost');
+    const counts: Record<number, number> = {};
+    for (const T of [4096, 8192, 16384, 32768, 65536]) {
+      const d = 4;
+      const input = {
+        q: rng.normalArray(T * d),
+        k: rng.normalArray(T * d),
+        v: new Float32Array(T * d),
+        shape: { batch: 1, heads: 1, kvHeads: 1, queryLength: T, keyLength: T, headDim: d },
+      };
+      counts[T] = estimateHipMask(input).qkProducts;
+    }
+    // HIP.md: per query block ≈ 2n·log2(|R| / topK) representative scores, each a
+    // (blockSizeQ/blockStrideQ) × (blockSizeK/blockStrideK) tile. Summed over query blocks
+    // (|R| grows from 0 to T) that is ≈ (T/b_q)·2n·tile·(log2(T/k) − 1.44): O(T log T), and a
+    // 64k/16k ratio of 4·(7 − 1.44)/(5 − 1.44) ≈ 6.2 at these sizes (→ 4 as T grows), where
+    // T² would give 16.
+    const model = (T: number) => (T / 64) * 2 * 256 * 32 * 2 * Math.max(0, Math.log2(T / 512) - 1.44);
+    const rows = Object.entries(counts).map(
+      ([T, c]) => `T=${T}: ${c} products, ${(c / model(+T)).toFixed(3)} × the T log T model (dense: ${((+T * (+T + 1)) / 2).toExponential(2)})`,
+    );
+    console.log(`mask estimation cost\n${rows.join('\n')}\nratio 64k/16k: ${(counts[65536]! / counts[16384]!).toFixed(2)} (T²: 16)`);
+    for (const T of [16384, 32768, 65536]) {
+      expect(counts[T]! / model(T)).toBeGreaterThan(0.8);
+      expect(counts[T]! / model(T)).toBeLessThan(1.25);
+    }
+    expect(counts[65536]! / counts[16384]!).toBeLessThanOrEqual(6.5);
+    expect(counts[65536]! / counts[32768]!).toBeLessThanOrEqual(2.5);
+    // and it is far below dense's T²/2
+    expect(counts[65536]!).toBeLessThan((65536 * 65536) / 2 / 8);
+  });
+});

@@ -1,0 +1,10 @@
+export * from './options.js';
+export * from './shape.js';
+export * from './keys.js';
+export * from './mask.js';
+export * from './tree-search.js';
+export { denseAttention, denseAttentionF64 } from './cpu/dense.js';
+export { streamingAttention } from './cpu/streaming.js';
+export { estimateHipMask, exactTopKMask, maskRecall, candidateRange } from './cpu/hip-mask.js';
+export { hipAttention, hipSparseAttention } from './cpu/hip.js';
+export { createHipDecodeState, hipDecodeAttention, needsRefresh, type HipDecodeState } from './cpu/decode.js';
