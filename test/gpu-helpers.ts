@@ -12,6 +12,7 @@
  */
 
 import { acquireGpu, summaryLine, type AcquireGpuOptions, type GpuContext } from '../src/gpu/index.js';
+import { Rng } from '../src/util/rng.js';
 
 /** True when HIPATTN_REQUIRE_WEBGPU=1: a missing adapter or browser fails instead of skipping. */
 export function webgpuRequired(): boolean {
@@ -71,16 +72,10 @@ export function testSeed(name: string): number {
   return seed;
 }
 
-/** mulberry32: a small, fast, seeded PRNG returning floats in [0, 1). */
+/** Uniform floats in [0, 1) from the project's seeded PRNG (src/util/rng.ts). */
 export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rng = new Rng(seed);
+  return () => rng.nextFloat();
 }
 
 /** n uniform floats in [lo, hi) from a seeded generator. */

@@ -1,15 +1,13 @@
 /**
- * Shared test utilities: fresh seeds that are logged (re-run a failure with HIPATTN_TEST_SEED),
+ * Shared test utilities: fresh seeds that are logged (replay a failure with HIPATTN_SEED),
  * and a naive float64 attention reference written independently of src/attention.
  */
-import { Rng, freshSeed } from '../src/util/rng.js';
+import { Rng } from '../src/util/rng.js';
+import { testSeed } from './gpu-helpers.js';
 
-/** A fresh seed for this test, printed so a failing run can be reproduced. */
+/** A seeded PRNG for this test; the seed is logged (replay with HIPATTN_SEED=…). */
 export function seededRng(testName: string): Rng {
-  const fixed = process.env.HIPATTN_TEST_SEED;
-  const seed = fixed !== undefined ? Number(fixed) >>> 0 : freshSeed();
-  console.log(`[seed] ${testName}: ${seed} (reproduce with HIPATTN_TEST_SEED=${seed})`);
-  return new Rng(seed);
+  return new Rng(testSeed(testName));
 }
 
 export interface NaiveShape {

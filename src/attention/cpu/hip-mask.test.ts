@@ -20,7 +20,7 @@ describe('tree search (synthetic block scores)', () => {
     const numBlocks = 5000;
     const n = 64;
     // a few smooth bumps of varying width over a low background
-    const bumps = Array.from({ length: 6 }, () => ({ c: rng.int(numBlocks), w: 20 + rng.int(40), a: 5 + rng.uniform() * 5 }));
+    const bumps = Array.from({ length: 6 }, () => ({ c: rng.int(numBlocks), w: 20 + rng.int(40), a: 5 + rng.nextFloat() * 5 }));
     const score = (j: number) => bumps.reduce((m, b) => Math.max(m, b.a * Math.exp(-(((j - b.c) / b.w) ** 2))), 0);
     const hip = hierarchicalTopBlocks(numBlocks, n, score, 'center');
     const exact = exactTopBlocks(numBlocks, n, score);
