@@ -93,13 +93,16 @@ function checkFinite(name: string, arr: FloatArray, rowLength: number, rows?: (r
   }
 }
 
-export interface ValidateOptions {
+/** Options of a CPU attention call that are not about the method. */
+export interface RunOptions {
   /** Scan q, k and v for NaN / ±Infinity (default true). Only the keyLength valid rows of k/v are checked. */
   checkFinite?: boolean;
+  /** Called with the fraction of the work done (0…1), for progress bars on long runs. */
+  onProgress?: (fraction: number) => void;
 }
 
 /** Validates lengths of q/k/v against the shape (and finiteness); returns the resolved shape. */
-export function validateInput(input: AttentionInput, opts: ValidateOptions = {}): ResolvedShape {
+export function validateInput(input: AttentionInput, opts: RunOptions = {}): ResolvedShape {
   const s = resolveShape(input.shape);
   checkLength('q', input.q, s.batch * s.heads * s.queryLength * s.headDim, `[batch ${s.batch}, heads ${s.heads}, queryLength ${s.queryLength}, headDim ${s.headDim}]`);
   const kvLayout = `[batch ${s.batch}, kvHeads ${s.kvHeads}, keyCapacity ${s.keyCapacity}, headDim ${s.headDim}]`;

@@ -15,13 +15,14 @@ export type Precision = 'f32' | 'f64';
  * weights, sums, output) is kept in float64; with 'f32' scores and the output are stored as
  * float32 (the arithmetic itself is JavaScript's float64).
  */
-export function attendKeySets(input: AttentionInput, s: ResolvedShape, keySet: KeySetFn, precision: 'f64'): Float64Array;
-export function attendKeySets(input: AttentionInput, s: ResolvedShape, keySet: KeySetFn, precision?: 'f32'): Float32Array;
+export function attendKeySets(input: AttentionInput, s: ResolvedShape, keySet: KeySetFn, precision: 'f64', onProgress?: (f: number) => void): Float64Array;
+export function attendKeySets(input: AttentionInput, s: ResolvedShape, keySet: KeySetFn, precision?: 'f32', onProgress?: (f: number) => void): Float32Array;
 export function attendKeySets(
   input: AttentionInput,
   s: ResolvedShape,
   keySet: KeySetFn,
   precision: Precision = 'f32',
+  onProgress?: (fraction: number) => void,
 ): Float32Array | Float64Array {
   const { q, k, v } = input;
   const d = s.headDim;
@@ -59,6 +60,7 @@ export function attendKeySets(
         const inv = n > 0 ? 1 / sum : 0;
         for (let c = 0; c < d; c++) out[qo + c] = acc[c]! * inv;
       }
+      onProgress?.((b * s.heads + h + 1) / (s.batch * s.heads));
     }
   }
   return out;

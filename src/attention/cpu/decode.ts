@@ -6,7 +6,7 @@
 import { ShapeError } from '../../errors.js';
 import type { HipMask } from '../mask.js';
 import { type HipOptions, resolveHipOptions } from '../options.js';
-import { type AttentionInput, validateInput, type ValidateOptions } from '../shape.js';
+import { type AttentionInput, validateInput, type RunOptions } from '../shape.js';
 import { estimateHipMask } from './hip-mask.js';
 import { hipSparseAttention } from './hip.js';
 
@@ -34,7 +34,7 @@ export function hipDecodeAttention(
   input: AttentionInput,
   state: HipDecodeState,
   options: Partial<HipOptions> = {},
-  opts?: ValidateOptions,
+  opts?: RunOptions,
 ): { output: Float32Array; refreshed: boolean } {
   const o = resolveHipOptions(options);
   const s = validateInput(input, opts);

@@ -1,18 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { maxRowRelativeError, naiveAttention, type NaiveShape, seededRng } from '../../../test/helpers.js';
-import type { Rng } from '../../util/rng.js';
+import { maxRowRelativeError, naiveAttention, seededRng } from '../../../test/helpers.js';
 import { selectedBlocks } from '../mask.js';
 import { HIP_DEFAULTS } from '../options.js';
 import { exactTopBlocks, hierarchicalTopBlocks } from '../tree-search.js';
 import { streamingKeys } from '../keys.js';
+import { localityProblem, plantedKeysProblem, plantedRecall } from '../synthetic.js';
 import { estimateHipMask, exactTopKMask, maskRecall } from './hip-mask.js';
 import { hipAttention } from './hip.js';
-
-function unitVector(rng: Rng, d: number): Float32Array {
-  const u = rng.normalArray(d);
-  const norm = Math.hypot(...u);
-  return u.map((x) => x / norm);
-}
 
 describe('tree search (synthetic block scores)', () => {
   it('finds the top blocks of a smooth score landscape', () => {
@@ -51,72 +45,24 @@ describe('tree search (synthetic block scores)', () => {
   });
 });
 
-/**
- * Q/K/V where every query block shares a direction, and some query blocks have `perBlock`
- * planted keys far outside their window with much higher scores. Real attention has locality
- * (neighbouring keys score alike), which is what HiP's coarse levels rely on, so each planted
- * key sits at the peak of a bump as wide as half the coarsest tree node. Bumps never overlap.
- */
-function plantedInput(rng: Rng, T: number, heads: number, kvHeads: number, d: number, perBlock: number, everyNthBlock: number) {
-  const o = HIP_DEFAULTS;
-  const q = new Float32Array(heads * T * d);
-  const k = rng.normalArray(kvHeads * T * d);
-  const v = rng.normalArray(kvHeads * T * d);
-  const numQB = Math.ceil(T / o.blockSizeQ);
-  const planted: { h: number; qb: number; pos: number }[] = [];
-  const group = heads / kvHeads;
-  const occupied = Array.from({ length: kvHeads }, () => new Uint8Array(T));
-  for (let h = 0; h < heads; h++) {
-    const kvh = Math.floor(h / group);
-    for (let qb = 0; qb < numQB; qb++) {
-      const u = unitVector(rng, d);
-      const qEnd = Math.min((qb + 1) * o.blockSizeQ, T);
-      for (let i = qb * o.blockSizeQ; i < qEnd; i++)
-        for (let c = 0; c < d; c++) q[(h * T + i) * d + c] = 6 * u[c]! + 0.5 * rng.normal();
-      // plant beyond StreamingLLM's default window (768) too, so neither window reaches them
-      const rEnd = qEnd - 768;
-      if (qb % everyNthBlock !== 0 || rEnd - o.sinkTokens <= 2 * o.topK) continue; // short ranges need no pruning
-      const width = Math.max(2, (rEnd - o.sinkTokens) / (o.topK / o.blockSizeK) / 2);
-      const reach = Math.ceil(3 * width);
-      for (let j = 0; j < perBlock; j++) {
-        for (let attempt = 0; attempt < 200; attempt++) {
-          const pos = o.sinkTokens + reach + rng.int(rEnd - o.sinkTokens - 2 * reach);
-          if (occupied[kvh]!.subarray(pos - reach, pos + reach + 1).some((x) => x)) continue;
-          occupied[kvh]!.fill(1, pos - reach, pos + reach + 1);
-          planted.push({ h, qb, pos });
-          for (let t = pos - reach; t <= pos + reach; t++) {
-            const g = 40 * Math.exp(-(((t - pos) / width) ** 2));
-            for (let c = 0; c < d; c++) k[(kvh * T + t) * d + c] = g * u[c]! + rng.normal();
-          }
-          break;
-        }
-      }
-    }
-  }
-  return { q, k, v, planted };
-}
-
 describe('HiP mask estimation', () => {
   it('finds planted far keys (StreamingLLM cannot) and matches attention over the exact top-k', () => {
     const rng = seededRng('planted keys');
     const T = 6000;
-    const s: NaiveShape = { batch: 1, heads: 4, kvHeads: 2, queryLength: T, keyLength: T, headDim: 64 };
-    const { q, k, v, planted } = plantedInput(rng, T, 4, 2, 64, 2, 3);
-    const input = { q, k, v, shape: s };
+    const { input, planted } = plantedKeysProblem(rng, { length: T, heads: 4, kvHeads: 2, headDim: 64 });
+    const { q, k, v } = input;
     const { output, mask } = hipAttention(input);
-    let found = 0;
-    for (const { h, qb, pos } of planted) {
-      const starts = selectedBlocks(mask, 0, h, qb);
-      if (starts.some((st) => pos >= st && pos < st + HIP_DEFAULTS.blockSizeK)) found++;
-    }
-    const recall = found / planted.length;
+    const recall = plantedRecall(planted, ({ head, queryBlock, position }) =>
+      selectedBlocks(mask, 0, head, queryBlock).some((st) => position >= st && position < st + HIP_DEFAULTS.blockSizeK),
+    );
+    const found = Math.round(recall * planted.length);
     // StreamingLLM with the same key budget never reads them.
     const keys = new Int32Array(T);
     let streamingFound = 0;
-    for (const { qb, pos } of planted) {
-      const p = Math.min((qb + 1) * 64, T) - 1;
+    for (const { queryBlock, position } of planted) {
+      const p = Math.min((queryBlock + 1) * 64, T) - 1;
       const n = streamingKeys(p, 16, 768, keys);
-      if (keys.subarray(0, n).includes(pos)) streamingFound++;
+      if (keys.subarray(0, n).includes(position)) streamingFound++;
     }
     console.log(`planted keys: HiP found ${found}/${planted.length} (${(100 * recall).toFixed(1)} %), StreamingLLM ${streamingFound}`);
     expect(planted.length).toBeGreaterThan(100);
@@ -134,7 +80,7 @@ describe('HiP mask estimation', () => {
         chosen.push(sel);
       }
     // float64 reference on the rows of the query blocks that have planted keys
-    const plantedBlocks = [...new Set(planted.map(({ h, qb }) => h * numQB + qb))];
+    const plantedBlocks = [...new Set(planted.map(({ head, queryBlock }) => head * numQB + queryBlock))];
     const mine: number[] = [];
     const theirs: number[] = [];
     for (const hb of plantedBlocks) {
@@ -169,18 +115,7 @@ describe('HiP mask estimation', () => {
   it('recalls most of the exact top-k blocks on keys with locality (smooth random walk + noise)', () => {
     const rng = seededRng('recall locality');
     const T = 8192;
-    const d = 32;
-    const heads = 2;
-    const k = new Float32Array(T * d);
-    const walk = rng.normalArray(d);
-    for (let t = 0; t < T; t++)
-      for (let c = 0; c < d; c++) {
-        walk[c] = 0.98 * walk[c]! + 0.2 * rng.normal();
-        k[t * d + c] = 2 * walk[c]! + 0.3 * rng.normal();
-      }
-    const q = rng.normalArray(heads * T * d);
-    const v = rng.normalArray(T * d);
-    const input = { q, k, v, shape: { batch: 1, heads, kvHeads: 1, queryLength: T, keyLength: T, headDim: d } };
+    const input = localityProblem(rng, { length: T, heads: 2, kvHeads: 1, headDim: 32 });
     const hip = estimateHipMask(input);
     const exact = exactTopKMask(input);
     const { recall, queryBlocks } = maskRecall(hip, exact);

@@ -5,7 +5,7 @@
 import { OptionError } from '../../errors.js';
 import type { HipMask } from '../mask.js';
 import { type HipOptions, resolveHipOptions } from '../options.js';
-import { type AttentionInput, type ResolvedShape, kIndex, kvHeadOf, qIndex, validateInput, type ValidateOptions } from '../shape.js';
+import { type AttentionInput, type ResolvedShape, kIndex, kvHeadOf, qIndex, validateInput, type RunOptions } from '../shape.js';
 import { exactTopBlocks, hierarchicalTopBlocks } from '../tree-search.js';
 
 /** The candidate key range of a query block whose last query sits at `lastPosition`. */
@@ -89,7 +89,7 @@ class BlockScorer {
 function estimate(
   input: AttentionInput,
   options: Partial<HipOptions>,
-  opts: ValidateOptions | undefined,
+  opts: RunOptions | undefined,
   select: (scorer: BlockScorer, n: number, o: HipOptions) => Int32Array,
 ): HipMask {
   const o = resolveHipOptions(options);
@@ -111,6 +111,7 @@ function estimate(
           for (let j = 0; j < blocks.length; j++) blockStarts[slot + j] = scorer.blockStart(blocks[j]!);
         }
       }
+      opts?.onProgress?.((b * s.heads + h0 + o.headGroupSize) / (s.batch * s.heads));
     }
   }
   return {
@@ -128,7 +129,7 @@ function estimate(
 }
 
 /** HiP mask estimation by hierarchical pruning: O(T log T) q·k products. */
-export function estimateHipMask(input: AttentionInput, options: Partial<HipOptions> = {}, opts?: ValidateOptions): HipMask {
+export function estimateHipMask(input: AttentionInput, options: Partial<HipOptions> = {}, opts?: RunOptions): HipMask {
   return estimate(input, options, opts, (sc, n, o) => hierarchicalTopBlocks(sc.numBlocks, n, sc.score, o.representative));
 }
 
@@ -136,7 +137,7 @@ export function estimateHipMask(input: AttentionInput, options: Partial<HipOptio
  * The exact top-k mask under the same block score (brute force, O(T²)): what HiP's tree search
  * approximates. For recall measurements and tests.
  */
-export function exactTopKMask(input: AttentionInput, options: Partial<HipOptions> = {}, opts?: ValidateOptions): HipMask {
+export function exactTopKMask(input: AttentionInput, options: Partial<HipOptions> = {}, opts?: RunOptions): HipMask {
   return estimate(input, options, opts, (sc, n) => exactTopBlocks(sc.numBlocks, n, sc.score));
 }
 

@@ -6,12 +6,12 @@ import { ShapeError } from '../../errors.js';
 import { hipKeys } from '../keys.js';
 import { type HipMask, maskSlot } from '../mask.js';
 import { type HipOptions } from '../options.js';
-import { type AttentionInput, validateInput, type ValidateOptions } from '../shape.js';
+import { type AttentionInput, validateInput, type RunOptions } from '../shape.js';
 import { attendKeySets } from './attend.js';
 import { estimateHipMask } from './hip-mask.js';
 
 /** Attention over the keys a (previously estimated) mask selects; output as float32. */
-export function hipSparseAttention(input: AttentionInput, mask: HipMask, opts?: ValidateOptions): Float32Array {
+export function hipSparseAttention(input: AttentionInput, mask: HipMask, opts?: RunOptions): Float32Array {
   const s = validateInput(input, opts);
   const numQueryBlocks = Math.ceil(s.queryLength / mask.options.blockSizeQ);
   if (mask.batch !== s.batch || mask.heads !== s.heads || mask.numQueryBlocks !== numQueryBlocks) {
@@ -20,8 +20,12 @@ export function hipSparseAttention(input: AttentionInput, mask: HipMask, opts?: 
     );
   }
   const o = mask.options;
-  return attendKeySets(input, s, (b, h, i, p, out) =>
-    hipKeys(p, o.sinkTokens, o.slidingWindow, o.blockSizeK, mask.blockStarts, maskSlot(mask, b, h, Math.floor(i / o.blockSizeQ)), mask.blocksPerQuery, out),
+  return attendKeySets(
+    input,
+    s,
+    (b, h, i, p, out) => hipKeys(p, o.sinkTokens, o.slidingWindow, o.blockSizeK, mask.blockStarts, maskSlot(mask, b, h, Math.floor(i / o.blockSizeQ)), mask.blocksPerQuery, out),
+    'f32',
+    opts?.onProgress,
   );
 }
 
@@ -29,9 +33,11 @@ export function hipSparseAttention(input: AttentionInput, mask: HipMask, opts?: 
 export function hipAttention(
   input: AttentionInput,
   options: Partial<HipOptions> = {},
-  opts?: ValidateOptions,
+  opts?: RunOptions,
 ): { output: Float32Array; mask: HipMask } {
-  const mask = estimateHipMask(input, options, opts);
-  const output = hipSparseAttention(input, mask, { checkFinite: false });
+  // progress: mask estimation is roughly the first half of the work, sparse attention the second
+  const report = opts?.onProgress;
+  const mask = estimateHipMask(input, options, { checkFinite: opts?.checkFinite, onProgress: report && ((f) => report(0.5 * f)) });
+  const output = hipSparseAttention(input, mask, { checkFinite: false, onProgress: report && ((f) => report(0.5 + 0.5 * f)) });
   return { output, mask };
 }
