@@ -10,8 +10,8 @@ import { StreamDecoder, type TextTokenizer } from './tokenizer.js';
 
 /** What the generation loop needs from a model. */
 export interface CausalLM {
-  /** Appends tokens to the sequence and returns the logits of the last one. */
-  forward(tokens: ArrayLike<number>, options?: ForwardOptions): Float32Array;
+  /** Appends tokens to the sequence and returns the logits of the last one (CPU: at once; WebGPU: a promise). */
+  forward(tokens: ArrayLike<number>, options?: ForwardOptions): Float32Array | Promise<Float32Array>;
   /** Tokens held in the KV cache. */
   readonly position: number;
   reset(): void;
@@ -90,7 +90,7 @@ export async function* generateTokens(
   if (!options.continueSequence) lm.reset();
 
   const t0 = performance.now();
-  let logits = promptIds.length > 0 ? lm.forward(promptIds, { chunkSize: options.chunkSize ?? 128 }) : undefined;
+  let logits = promptIds.length > 0 ? await lm.forward(promptIds, { chunkSize: options.chunkSize ?? 128 }) : undefined;
   const prefillMs = performance.now() - t0;
   if (!logits) throw new HipAttnError('INVALID_OPTION', 'continueSequence without new prompt tokens is not supported: pass the last token again');
 
@@ -131,7 +131,7 @@ export async function* generateTokens(
     const delta = visible > shown ? text.slice(shown, visible) : '';
     shown = Math.max(shown, visible);
     yield { id, text: delta };
-    if (ids.length < maxNewTokens) logits = lm.forward([id]);
+    if (ids.length < maxNewTokens) logits = await lm.forward([id]);
   }
   if (!stoppedByString) {
     // Text held back for a stop string that never came, or an incomplete final character.

@@ -17,13 +17,15 @@ export function candidateRange(lastPosition: number, o: Pick<HipOptions, 'sinkTo
 /**
  * Scores key blocks for one (batch, head group, query block): the max over the block's strided
  * queries (every blockStrideQ-th, for every head of the group) and the block's strided keys
- * (every blockStrideK-th, clipped to the candidate range) of q·k / sqrt(d). Pairs where the key
- * lies after the query are skipped (causality). Counts the dot products it computes.
+ * (every blockStrideK-th, clipped to the candidate range) of q·k / sqrt(d). Every key of R
+ * precedes every query of the block (options guarantee blockSizeQ ≤ slidingWindow + 1), so no
+ * causal check is needed. Counts the dot products it computes.
  */
 class BlockScorer {
-  private rowQ: number[] = [];
-  private rowPos: number[] = [];
+  /** Strided queries of the current block, pre-scaled by 1/sqrt(d), packed [rows, d]. */
+  private rows = new Float64Array(0);
   private rowKv: number[] = [];
+  private numRows = 0;
   private rangeStart = 0;
   private rangeEnd = 0;
   products = 0;
@@ -32,27 +34,34 @@ class BlockScorer {
     private readonly input: AttentionInput,
     private readonly s: ResolvedShape,
     private readonly o: HipOptions,
-  ) {}
+  ) {
+    const perHead = Math.ceil(o.blockSizeQ / o.blockStrideQ);
+    this.rows = new Float64Array(perHead * o.headGroupSize * s.headDim);
+  }
 
   /** Selects the strided queries of query block `qb` for heads h0 … h0+groupSize−1. */
-  setQueries(b: number, h0: number, qb: number): { lastPosition: number } {
+  setQueries(b: number, h0: number, qb: number): void {
     const { s, o } = this;
+    const { q } = this.input;
+    const d = s.headDim;
+    const scale = 1 / Math.sqrt(d);
     const qStart = qb * o.blockSizeQ;
     const qEnd = Math.min(qStart + o.blockSizeQ, s.queryLength);
-    this.rowQ.length = this.rowPos.length = this.rowKv.length = 0;
+    this.rowKv.length = 0;
+    let r = 0;
     for (let h = h0; h < h0 + o.headGroupSize; h++) {
       const kvBase = kIndex(s, b, kvHeadOf(s, h), 0);
       for (let i = qStart; i < qEnd; i += o.blockStrideQ) {
-        this.rowQ.push(qIndex(s, b, h, i));
-        this.rowPos.push(s.queryOffset + i);
+        const qo = qIndex(s, b, h, i);
+        for (let c = 0; c < d; c++) this.rows[r * d + c] = q[qo + c]! * scale;
         this.rowKv.push(kvBase);
+        r++;
       }
     }
-    const lastPosition = s.queryOffset + qEnd - 1;
-    const r = candidateRange(lastPosition, o);
-    this.rangeStart = r.start;
-    this.rangeEnd = r.end;
-    return { lastPosition };
+    this.numRows = r;
+    const range = candidateRange(s.queryOffset + qEnd - 1, o);
+    this.rangeStart = range.start;
+    this.rangeEnd = range.end;
   }
 
   get numBlocks(): number {
@@ -64,23 +73,39 @@ class BlockScorer {
   }
 
   score = (block: number): number => {
-    const { q, k } = this.input;
+    const { k } = this.input;
+    const rows = this.rows;
     const d = this.s.headDim;
-    const scale = 1 / Math.sqrt(d);
     const t0 = this.blockStart(block);
     const t1 = Math.min(t0 + this.o.blockSizeK, this.rangeEnd);
     let best = -Infinity;
     for (let t = t0; t < t1; t += this.o.blockStrideK) {
-      for (let r = 0; r < this.rowQ.length; r++) {
-        if (t > this.rowPos[r]!) continue;
-        const qo = this.rowQ[r]!;
+      let r = 0;
+      // four query rows per pass over the key (rows of one head group share a KV head when
+      // the group lies inside one GQA group; otherwise fall back to one row at a time)
+      for (; r + 4 <= this.numRows && this.rowKv[r] === this.rowKv[r + 3]; r += 4) {
         const ko = this.rowKv[r]! + t * d;
-        let dot = 0;
-        for (let c = 0; c < d; c++) dot += q[qo + c]! * k[ko + c]!;
-        this.products++;
-        const sc = dot * scale;
+        const r0 = r * d;
+        let s0 = 0;
+        let s1 = 0;
+        let s2 = 0;
+        let s3 = 0;
+        for (let c = 0; c < d; c++) {
+          const x = k[ko + c]!;
+          s0 += rows[r0 + c]! * x;
+          s1 += rows[r0 + d + c]! * x;
+          s2 += rows[r0 + 2 * d + c]! * x;
+          s3 += rows[r0 + 3 * d + c]! * x;
+        }
+        best = Math.max(best, s0, s1, s2, s3);
+      }
+      for (; r < this.numRows; r++) {
+        const ko = this.rowKv[r]! + t * d;
+        let sc = 0;
+        for (let c = 0; c < d; c++) sc += rows[r * d + c]! * k[ko + c]!;
         if (sc > best) best = sc;
       }
+      this.products += this.numRows;
     }
     return best;
   };

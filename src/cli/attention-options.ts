@@ -1,0 +1,84 @@
+/** Command-line flags for the attention method and its options, shared by every command. */
+import { type Command, Option } from 'commander';
+import { HipAttnError } from '../errors.js';
+import { ATTENTION_METHODS, type AttentionConfig, type AttentionMethod } from '../attention/method.js';
+import { HIP_DEFAULTS, type HipOptions, STREAMING_DEFAULTS, type StreamingOptions } from '../attention/options.js';
+
+/** Parses a non-negative integer flag value (commander calls it with the raw string). */
+export function intArg(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!/^\s*\d+\s*$/.test(value) || !Number.isSafeInteger(n)) {
+      throw new HipAttnError('INVALID_OPTION', `${name} must be a non-negative integer, got "${value}"`);
+    }
+    return n;
+  };
+}
+
+export function floatArg(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isFinite(n)) throw new HipAttnError('INVALID_OPTION', `${name} must be a number, got "${value}"`);
+    return n;
+  };
+}
+
+/** A comma-separated list of positive integers, e.g. "1024,2048". */
+export function intListArg(name: string) {
+  return (value: string): number[] => value.split(',').map((v) => intArg(name)(v.trim()));
+}
+
+/** A comma-separated list of attention methods. */
+export function methodListArg(value: string): AttentionMethod[] {
+  const list = value.split(',').map((v) => v.trim());
+  for (const m of list) {
+    if (!ATTENTION_METHODS.includes(m as AttentionMethod)) {
+      throw new HipAttnError('INVALID_OPTION', `--attention takes ${ATTENTION_METHODS.join(', ')} (comma-separated), got "${m}"`);
+    }
+  }
+  return list as AttentionMethod[];
+}
+
+const HIP_FLAGS: [keyof HipOptions, string, string][] = [
+  ['topK', '--hip-top-k <n>', 'HiP: keys selected per query block (k)'],
+  ['blockSizeQ', '--hip-block-size-q <n>', 'HiP: queries sharing one mask (b_q)'],
+  ['blockStrideQ', '--hip-block-stride-q <n>', 'HiP: query stride when scoring (b_sq)'],
+  ['blockSizeK', '--hip-block-size-k <n>', 'HiP: keys per selected block (b_k)'],
+  ['blockStrideK', '--hip-block-stride-k <n>', 'HiP: key stride when scoring (b_sk)'],
+  ['sinkTokens', '--sink-tokens <n>', 'HiP: first tokens always attended'],
+  ['slidingWindow', '--sliding-window <n>', 'HiP: recent tokens always attended'],
+  ['refreshInterval', '--refresh-interval <n>', 'HiP: decoding steps between mask refreshes (r_m)'],
+  ['denseLayers', '--dense-layers <n>', 'HiP: first layers kept dense (l_d)'],
+  ['headGroupSize', '--head-group-size <n>', 'HiP: query heads sharing one top-k'],
+];
+
+/** Adds --hip-* / --streaming-* flags (and, unless `methodFlag` is false, --attention). */
+export function addAttentionOptions(cmd: Command, methodFlag: 'single' | 'list' | false = 'single'): Command {
+  if (methodFlag === 'single') {
+    cmd.addOption(new Option('--attention <method>', 'attention method').choices([...ATTENTION_METHODS]).default('hip'));
+  } else if (methodFlag === 'list') {
+    cmd.option('--attention <methods>', 'comma-separated attention methods (dense,hip,streaming)', methodListArg, [...ATTENTION_METHODS]);
+  }
+  for (const [key, flag, help] of HIP_FLAGS) cmd.option(flag, `${help} (default ${HIP_DEFAULTS[key]})`, intArg(flag.split(' ')[0]!));
+  cmd.addOption(new Option('--representative <which>', `HiP: representative key block of a node (default ${HIP_DEFAULTS.representative})`).choices(['center', 'first']));
+  cmd.option('--streaming-sink-tokens <n>', `StreamingLLM: sink tokens (default ${STREAMING_DEFAULTS.sinkTokens})`, intArg('--streaming-sink-tokens'));
+  cmd.option('--streaming-window <n>', `StreamingLLM: window (default ${STREAMING_DEFAULTS.slidingWindow})`, intArg('--streaming-window'));
+  return cmd;
+}
+
+/** The attention config of the parsed flags, for one method. */
+export function attentionConfigFrom(opts: Record<string, unknown>, method: AttentionMethod): AttentionConfig {
+  const hip: Partial<HipOptions> = {};
+  for (const [key, flag] of HIP_FLAGS) {
+    const prop = flag
+      .split(' ')[0]!
+      .slice(2)
+      .replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+    if (opts[prop] !== undefined) (hip as Record<string, unknown>)[key] = opts[prop];
+  }
+  if (opts.representative !== undefined) hip.representative = opts.representative as HipOptions['representative'];
+  const streaming: Partial<StreamingOptions> = {};
+  if (opts.streamingSinkTokens !== undefined) streaming.sinkTokens = opts.streamingSinkTokens as number;
+  if (opts.streamingWindow !== undefined) streaming.slidingWindow = opts.streamingWindow as number;
+  return { method, hip, streaming };
+}

@@ -1,0 +1,71 @@
+/**
+ * `hipattn generate`: stream a model's continuation of a prompt to stdout, then print speeds
+ * and memory to stderr.
+ */
+import { readFile } from 'node:fs/promises';
+import { type Command, Option } from 'commander';
+import { HipAttnError } from '../errors.js';
+import type { AttentionMethod } from '../attention/method.js';
+import { loadModel } from '../runtime/load.js';
+import { addAttentionOptions, attentionConfigFrom, floatArg, intArg } from './attention-options.js';
+import { defaultModelPath } from './paths.js';
+import { progressBar } from './progress.js';
+
+export function addModelOptions(cmd: Command): Command {
+  return cmd
+    .option('--model <dir|file.gguf|id>', 'Hugging Face model directory, GGUF file or Hub id (default: the embedded hip-testbed-mini)')
+    .addOption(new Option('--device <device>', 'where to run').choices(['auto', 'cpu', 'webgpu']).default('auto'))
+    .option('--context-length <tokens>', 'KV-cache capacity in tokens (default: the model\'s, at most 16384)', intArg('--context-length'));
+}
+
+export function registerGenerate(program: Command): void {
+  const cmd = program
+    .command('generate')
+    .description('generate text from a prompt, streaming it to stdout')
+    .option('--prompt <text>', 'the prompt (an empty prompt starts from BOS)')
+    .option('--prompt-file <file>', 'read the prompt from a file')
+    .option('--max-new-tokens <n>', 'tokens to generate', intArg('--max-new-tokens'), 128)
+    .option('--temperature <t>', '0 = greedy', floatArg('--temperature'))
+    .option('--top-p <p>', 'nucleus sampling', floatArg('--top-p'))
+    .option('--top-k <k>', 'sample among the k most likely tokens', intArg('--top-k'))
+    .option('--seed <n>', 'sampling seed', intArg('--seed'))
+    .option('--stop <text...>', 'stop strings');
+  addModelOptions(cmd);
+  addAttentionOptions(cmd, 'single');
+  cmd.action(async (opts: Record<string, unknown>) => {
+    if (opts.prompt !== undefined && opts.promptFile !== undefined) throw new HipAttnError('INVALID_OPTION', 'give --prompt or --prompt-file, not both');
+    const text = opts.promptFile !== undefined ? await readFile(opts.promptFile as string, 'utf8') : ((opts.prompt as string | undefined) ?? '');
+    const bar = progressBar('loading');
+    const model = await loadModel((opts.model as string | undefined) ?? defaultModelPath(), {
+      device: opts.device as 'auto' | 'cpu' | 'webgpu',
+      attention: attentionConfigFrom(opts, opts.attention as AttentionMethod),
+      contextLength: opts.contextLength as number | undefined,
+      onProgress: (e) => bar.update(e.loaded / e.total, e.item ?? e.stage),
+    });
+    bar.stop();
+    try {
+      const ids = text === '' ? (model.tokenizer.bosTokenId !== undefined ? [model.tokenizer.bosTokenId] : []) : model.encode(text);
+      if (ids.length === 0) throw new HipAttnError('INVALID_OPTION', 'the prompt is empty and the model has no BOS token');
+      const stats = await model.generate(
+        { ids },
+        {
+          maxNewTokens: opts.maxNewTokens as number,
+          temperature: opts.temperature as number | undefined,
+          topP: opts.topP as number | undefined,
+          topK: opts.topK as number | undefined,
+          seed: opts.seed as number | undefined,
+          stopStrings: opts.stop as string[] | undefined,
+          onToken: (t) => process.stdout.write(t.text),
+        },
+      );
+      process.stdout.write('\n');
+      console.error(
+        `[${model.backend.description}; attention ${model.attention.method}] prompt ${stats.promptTokens} tokens: prefill ${stats.prefillTokensPerSecond.toFixed(1)} tok/s; ` +
+          `${stats.ids.length} generated: decode ${stats.decodeTokensPerSecond.toFixed(1)} tok/s; finish: ${stats.finishReason}; ` +
+          `model memory ${(model.backend.memoryBytes() / 2 ** 20).toFixed(1)} MiB, peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB`,
+      );
+    } finally {
+      await model.dispose();
+    }
+  });
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env node
+/** The `hipattn` command line: thin commands that parse flags, call the library and print. */
+import { Command } from 'commander';
+import { HipAttnError } from '../errors.js';
+import { registerAttentionDemo } from './attention-demo.js';
+import { registerGenerate } from './generate.js';
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program.name('hipattn').description('HiP attention: sub-quadratic sparse attention for Llama-family LLMs on WebGPU and CPU').showHelpAfterError();
+  registerAttentionDemo(program);
+  registerGenerate(program);
+  return program;
+}
+
+async function main(): Promise<void> {
+  try {
+    await buildProgram().parseAsync(process.argv);
+  } catch (e) {
+    if (e instanceof HipAttnError) {
+      console.error(`hipattn: ${e.message}`);
+      process.exitCode = 2;
+      return;
+    }
+    throw e;
+  }
+}
+
+await main();

@@ -1,0 +1,14 @@
+/**
+ * hipattn — HiP (Hierarchically Pruned) attention for TypeScript: sub-quadratic sparse
+ * attention for pretrained Llama-family LLMs, on WebGPU (Node through Dawn, and the browser)
+ * with a CPU fallback.
+ */
+export * from './errors.js';
+export * from './attention/index.js';
+export { Rng, freshSeed } from './util/rng.js';
+export { loadModel, type LoadModelOptions, type LoadProgressEvent, type ModelSource, DEFAULT_MAX_CONTEXT } from './runtime/load.js';
+export { HipModel, type Prompt, type StreamOptions, type GenerationStats } from './runtime/model.js';
+export type { ModelBackend, DeviceKind } from './runtime/backend.js';
+export * as model from './model/index.js';
+export * as gpu from './gpu/index.js';
+export type * from './kernels/types.js';

@@ -1,0 +1,29 @@
+/**
+ * A model backend: the forward pass of one device (CPU now, WebGPU beside it) behind one
+ * interface, so generation, evaluation and serving never branch on the device.
+ */
+import type { AttentionMethod } from '../attention/method.js';
+import type { ForwardOptions } from '../model/llama-cpu.js';
+
+export type DeviceKind = 'cpu' | 'webgpu';
+
+export interface ModelBackend {
+  readonly device: DeviceKind;
+  /** A one-line description (e.g. the GPU adapter). */
+  readonly description: string;
+  /** KV-cache capacity in tokens. */
+  readonly capacity: number;
+  /** Tokens held in the KV cache (position of the next token). */
+  readonly position: number;
+  /** Attention method of every layer. */
+  readonly layerMethods: readonly AttentionMethod[];
+  /** Appends tokens and returns the requested logits (see ForwardOptions). */
+  forward(tokens: ArrayLike<number>, options?: ForwardOptions): Promise<Float32Array>;
+  /** Empties the KV cache and every attention state. */
+  reset(): void;
+  /** Forgets every token from `position` on. */
+  rewind(position: number): void;
+  /** Bytes of device memory held (weights + KV cache + scratch). */
+  memoryBytes(): number;
+  dispose(): Promise<void>;
+}

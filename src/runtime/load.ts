@@ -1,0 +1,73 @@
+/**
+ * `loadModel`: open a model (a Hugging Face directory, a GGUF file, a Hub id, or browser files),
+ * pick a device, and return a ready HipModel.
+ */
+import { HipAttnError } from '../errors.js';
+import { type AttentionConfig, type AttentionMethod, resolveAttentionConfig } from '../attention/method.js';
+import type { ByteSource, ModelDirectory } from '../model/byte-source.js';
+import { type OpenedModel, openGgufFile, openHfModel } from '../model/load.js';
+import type { ModelBackend } from './backend.js';
+import { createCpuBackend } from './cpu-backend.js';
+import { HipModel } from './model.js';
+
+export interface LoadProgressEvent {
+  /** 'download': fetching files from the Hub; 'weights': reading tensors into the device; 'ready': done. */
+  stage: 'download' | 'weights' | 'ready';
+  /** File or tensor being processed. */
+  item?: string;
+  loaded: number;
+  total: number;
+}
+
+export interface LoadModelOptions {
+  /** 'auto' (default): WebGPU when an adapter is available, else the CPU. */
+  device?: 'auto' | 'cpu' | 'webgpu';
+  /** Attention method and options (default: HiP with HIP.md's defaults). */
+  attention?: AttentionConfig | AttentionMethod;
+  /** KV-cache capacity in tokens. Default: the model's max_position_embeddings, at most 16384. */
+  contextLength?: number;
+  onProgress?: (event: LoadProgressEvent) => void;
+}
+
+/** The largest default context (a longer one must be asked for: the KV cache is allocated up front). */
+export const DEFAULT_MAX_CONTEXT = 16384;
+
+export type ModelSource = string | ModelDirectory | ByteSource;
+
+async function open(source: ModelSource): Promise<{ opened: OpenedModel; name: string }> {
+  if (typeof source === 'string') {
+    const { openModelPath } = await import('../model/node-load.js');
+    return { opened: await openModelPath(source), name: source };
+  }
+  if ('open' in source) return { opened: await openHfModel(source), name: source.name };
+  return { opened: await openGgufFile(source), name: source.name };
+}
+
+export async function loadModel(source: ModelSource, options: LoadModelOptions = {}): Promise<HipModel> {
+  const attention = resolveAttentionConfig(options.attention);
+  const device = options.device ?? 'auto';
+  if (!['auto', 'cpu', 'webgpu'].includes(device)) {
+    throw new HipAttnError('INVALID_OPTION', `device must be auto, cpu or webgpu, got ${String(device)}`);
+  }
+  const { opened, name } = await open(source);
+  try {
+    const { config } = opened;
+    const capacity = options.contextLength ?? Math.min(config.maxPositionEmbeddings, DEFAULT_MAX_CONTEXT);
+    if (!Number.isSafeInteger(capacity) || capacity < 1) {
+      throw new HipAttnError('INVALID_OPTION', `contextLength must be a positive integer, got ${capacity}`);
+    }
+    const progress = options.onProgress;
+    const onWeights = progress && ((p: { loaded: number; total: number; tensor: string }) => progress({ stage: 'weights', item: p.tensor, loaded: p.loaded, total: p.total }));
+    let backend: ModelBackend;
+    if (device === 'webgpu') {
+      throw new HipAttnError('UNSUPPORTED', 'the WebGPU model backend is not available in this build; use device "cpu"');
+    } else {
+      backend = await createCpuBackend(config, opened.store, attention, capacity, onWeights);
+    }
+    progress?.({ stage: 'ready', loaded: 1, total: 1 });
+    return new HipModel(name, config, opened.tokenizer, opened.generation, attention, backend, opened.store);
+  } catch (e) {
+    await opened.store.close();
+    throw e;
+  }
+}

@@ -1,0 +1,139 @@
+/**
+ * A loaded model: tokenizer + config + a backend, with the generation API JavaScript users know
+ * from transformers.js and WebLLM — a prompt (text, chat messages or token ids) in, a stream of
+ * tokens out.
+ *
+ *     const model = await loadModel('models/hip-testbed-mini', { attention: 'hip' });
+ *     for await (const t of model.stream('The pass key is', { maxNewTokens: 16 })) process.stdout.write(t.text);
+ */
+import { HipAttnError } from '../errors.js';
+import type { ResolvedAttentionConfig } from '../attention/method.js';
+import { type ChatMessage, encodeChat } from '../model/chat-template.js';
+import type { LlamaConfig } from '../model/config.js';
+import { type GeneratedToken, type GenerateOptions, type GenerationResult, generateTokens } from '../model/generate.js';
+import type { ForwardOptions } from '../model/llama-cpu.js';
+import type { GenerationDefaults } from '../model/load.js';
+import type { TensorStore } from '../model/tensor-store.js';
+import type { TextTokenizer } from '../model/tokenizer.js';
+import type { ModelBackend } from './backend.js';
+
+/** A prompt: text (BOS added as the tokenizer does by default), chat messages (chat template applied) or token ids. */
+export type Prompt = string | { messages: readonly ChatMessage[] } | { ids: readonly number[] };
+
+/** Generation options; the model's generation_config.json supplies defaults for sampling. */
+export type StreamOptions = Partial<GenerateOptions> & {
+  /** Called with each token as it is generated (besides the async iterator). */
+  onToken?: (token: GeneratedToken) => void;
+};
+
+export interface GenerationStats extends GenerationResult {
+  /** Prompt tokens per second and generated tokens per second. */
+  prefillTokensPerSecond: number;
+  decodeTokensPerSecond: number;
+}
+
+export class HipModel {
+  constructor(
+    /** Where the model came from (path or hub id). */
+    readonly name: string,
+    readonly config: LlamaConfig,
+    readonly tokenizer: TextTokenizer,
+    readonly generationDefaults: GenerationDefaults,
+    readonly attention: ResolvedAttentionConfig,
+    readonly backend: ModelBackend,
+    private readonly store: TensorStore,
+  ) {}
+
+  /** Context capacity in tokens (the KV cache's size). */
+  get contextLength(): number {
+    return this.backend.capacity;
+  }
+
+  /** Token ids of a prompt. */
+  encode(prompt: Prompt): number[] {
+    if (typeof prompt === 'string') return this.tokenizer.encode(prompt);
+    if ('messages' in prompt) return encodeChat(this.tokenizer, prompt.messages, { addGenerationPrompt: true });
+    if ('ids' in prompt) {
+      for (const id of prompt.ids) {
+        if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) {
+          throw new HipAttnError('INVALID_OPTION', `token id ${id} is outside the vocabulary [0, ${this.config.vocabSize})`);
+        }
+      }
+      return [...prompt.ids];
+    }
+    throw new HipAttnError('INVALID_OPTION', 'a prompt is a string, { messages } or { ids }');
+  }
+
+  private options(opts: StreamOptions, promptTokens: number): GenerateOptions {
+    const g = this.generationDefaults;
+    const sampleByDefault = g.doSample ?? false;
+    const o: GenerateOptions = {
+      maxNewTokens: opts.maxNewTokens ?? g.maxNewTokens ?? 256,
+      temperature: opts.temperature ?? (sampleByDefault ? g.temperature ?? 1 : 0),
+      topP: opts.topP ?? g.topP,
+      topK: opts.topK ?? g.topK,
+      seed: opts.seed,
+      stopStrings: opts.stopStrings,
+      stopTokenIds: opts.stopTokenIds,
+      chunkSize: opts.chunkSize ?? defaultChunk(this.attention),
+      signal: opts.signal,
+    };
+    if (promptTokens + o.maxNewTokens > this.contextLength) {
+      throw new HipAttnError(
+        'INVALID_OPTION',
+        `prompt (${promptTokens} tokens) + maxNewTokens (${o.maxNewTokens}) exceeds the context length ${this.contextLength}; load the model with a larger contextLength`,
+      );
+    }
+    return o;
+  }
+
+  /** Streams generated tokens; the iterator's return value has the totals and speeds. */
+  async *stream(prompt: Prompt, opts: StreamOptions = {}): AsyncGenerator<GeneratedToken, GenerationStats, undefined> {
+    const ids = this.encode(prompt);
+    const it = generateTokens(this.backend, this.tokenizer, ids, this.options(opts, ids.length));
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return withSpeeds(r.value);
+      opts.onToken?.(r.value);
+      yield r.value;
+    }
+  }
+
+  /** Generates to the end and returns the text with statistics. */
+  async generate(prompt: Prompt, opts: StreamOptions = {}): Promise<GenerationStats> {
+    const it = this.stream(prompt, opts);
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return r.value;
+    }
+  }
+
+  /** Low level: appends tokens to the sequence held in the KV cache and returns logits. */
+  forward(tokens: ArrayLike<number>, options?: ForwardOptions): Promise<Float32Array> {
+    return this.backend.forward(tokens, options);
+  }
+
+  /** Empties the KV cache and the attention states. */
+  reset(): void {
+    this.backend.reset();
+  }
+
+  async dispose(): Promise<void> {
+    await this.backend.dispose();
+    await this.store.close();
+  }
+}
+
+/** A prefill chunk that is a multiple of HiP's query block (so chunked = whole prefill). */
+function defaultChunk(a: ResolvedAttentionConfig): number {
+  const b = a.hip.blockSizeQ;
+  return Math.max(b, Math.floor(512 / b) * b);
+}
+
+function withSpeeds(r: GenerationResult): GenerationStats {
+  return {
+    ...r,
+    prefillTokensPerSecond: r.prefillMs > 0 ? (r.promptTokens / r.prefillMs) * 1000 : 0,
+    decodeTokensPerSecond: r.decodeMs > 0 ? (r.ids.length / r.decodeMs) * 1000 : 0,
+  };
+}
