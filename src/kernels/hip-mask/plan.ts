@@ -1,0 +1,281 @@
+/**
+ * Host-side planning for HiP mask estimation: which kernel variant fits the device (workgroup
+ * memory, subgroup-matrix configs), and how a problem is cut into dispatches whose q, k and
+ * mask bindings each fit in maxStorageBufferBindingSize.
+ */
+import type { HipOptions } from '../../attention/options.js';
+import type { ResolvedShape } from '../../attention/shape.js';
+import { HipAttnError } from '../../errors.js';
+import { formatBytes, type GpuContext } from '../../gpu/index.js';
+import type { GpuTensor4, StorageType } from '../types.js';
+import { type HipMaskPath, type HipMaskVariant, workgroupBytes } from './wgsl.js';
+
+export type HipMaskPathOption = 'auto' | HipMaskPath;
+
+export interface VariantRequest {
+  dtype: StorageType;
+  headDim: number;
+  options: HipOptions;
+  path: HipMaskPathOption;
+  /** Compensated dot products on the scalar path (default: dtype === 'f32'). */
+  accurate?: boolean;
+  /** Override the workgroup size (scalar path). */
+  workgroupSize?: number;
+  /** 'prefill': rows = ceil(blockSizeQ / blockStrideQ) per head; 'decode': one row per head. */
+  kind: 'prefill' | 'decode';
+  /** Matrix paths: subgroups per workgroup (default: the most that fit, ≤ 4). */
+  matrixSubgroups?: number;
+}
+
+function nextPow2(x: number): number {
+  let p = 1;
+  while (p < x) p *= 2;
+  return p;
+}
+
+/** Tile shape for the matrix path: the adapter's f16/f32 → f32 config (prefers 16×16×16). */
+export function pickMatrixConfig(gpu: GpuContext, dtype: StorageType): { M: number; N: number; K: number } | null {
+  if (!gpu.features.subgroupMatrix) return null;
+  const ok = gpu.adapterInfo.subgroupMatrixConfigs.filter((c) => c.componentType === dtype && c.resultComponentType === 'f32');
+  if (ok.length === 0) return null;
+  const square = ok.find((c) => c.M === 16 && c.N === 16 && c.K === 16);
+  const c = square ?? ok[0]!;
+  return { M: c.M, N: c.N, K: c.K };
+}
+
+/** Chooses and sizes a kernel variant for this device; throws UNSUPPORTED when none fits. */
+export function chooseVariant(gpu: GpuContext, req: VariantRequest): HipMaskVariant {
+  const o = req.options;
+  const d = req.headDim;
+  const n = o.topK / o.blockSizeK;
+  const P = nextPow2(2 * n);
+  const rowsMax = req.kind === 'decode' ? 1 : Math.ceil(o.blockSizeQ / o.blockStrideQ);
+  const limit = gpu.limits.maxComputeWorkgroupStorageSize;
+  const maxInv = Math.min(gpu.limits.maxComputeInvocationsPerWorkgroup, gpu.limits.maxComputeWorkgroupSizeX);
+
+  let path: HipMaskPath;
+  const cfg = pickMatrixConfig(gpu, req.dtype);
+  const matrixShapeOk = d % 16 === 0;
+  if (req.path === 'auto') {
+    const sgSize = gpu.adapterInfo.subgroupMaxSize;
+    path =
+      cfg && matrixShapeOk && req.kind === 'prefill' && rowsMax >= cfg.M / 2 && (req.dtype === 'f32' || gpu.features.shaderF16) &&
+      gpu.adapterInfo.subgroupMinSize === sgSize && sgSize >= cfg.N && sgSize % cfg.N === 0
+        ? 'matrix'
+        : 'scalar';
+  } else {
+    path = req.path;
+  }
+  if (path === 'matrix') {
+    if (!cfg) {
+      throw new HipAttnError(
+        'UNSUPPORTED',
+        `hip-mask: the 'matrix' path needs chromium-experimental-subgroup-matrix with a ${req.dtype}→f32 config; this adapter has ${
+          gpu.features.subgroupMatrix ? JSON.stringify(gpu.adapterInfo.subgroupMatrixConfigs) : 'no subgroup matrices'
+        }`,
+      );
+    }
+    const sg = gpu.adapterInfo.subgroupMaxSize;
+    if (gpu.adapterInfo.subgroupMinSize !== sg || sg < cfg.N || sg % cfg.N !== 0) {
+      throw new HipAttnError('UNSUPPORTED', `hip-mask: the 'matrix' path needs a fixed subgroup size that is a multiple of ${cfg.N} (adapter: ${gpu.adapterInfo.subgroupMinSize}…${sg})`);
+    }
+  }
+  if (path !== 'scalar') {
+    if (req.dtype === 'f16' && !gpu.features.shaderF16) {
+      throw new HipAttnError('UNSUPPORTED', `hip-mask: the '${path}' path with f16 storage needs shader-f16`);
+    }
+    if (!matrixShapeOk) throw new HipAttnError('UNSUPPORTED', `hip-mask: the '${path}' path needs headDim to be a multiple of 16 (got ${d})`);
+  }
+
+  const base = {
+    dtype: req.dtype,
+    path,
+    headDim: d,
+    nodes: n,
+    sortSize: P,
+    subgroupSort: false,
+  };
+
+  if (path === 'scalar') {
+    const wg = req.workgroupSize ?? Math.min(req.kind === 'decode' ? 1024 : 256, maxInv);
+    const rowBlock = Math.min(16, rowsMax);
+    let rowsCap = Math.ceil(rowsMax / rowBlock) * rowBlock;
+    const make = (rows: number, rb: number): HipMaskVariant => ({
+      ...base,
+      accurate: req.accurate ?? req.dtype === 'f32',
+      vec4: d % 4 === 0,
+      rowsCap: rows,
+      rowBlock: rb,
+      workgroupSize: wg,
+    });
+    let v = make(rowsCap, rowBlock);
+    while (workgroupBytes(v) > limit && rowsCap > 1) {
+      rowsCap = Math.max(1, Math.floor(rowsCap / 2));
+      v = make(rowsCap, Math.min(rowBlock, rowsCap));
+      if (v.rowsCap % v.rowBlock !== 0) v = make(rowsCap, 1);
+    }
+    checkFits(v, limit);
+    return v;
+  }
+
+  const tile = path === 'matrix' ? cfg! : { M: 16, N: 16, K: 16 };
+  const sgSize = path === 'matrix' ? gpu.adapterInfo.subgroupMaxSize : 32;
+  const rowsCap = Math.ceil(rowsMax / tile.M) * tile.M;
+  const maxSub = Math.max(1, Math.floor(maxInv / sgSize));
+  const tries = req.matrixSubgroups ? [req.matrixSubgroups] : [4, 2, 1];
+  let last: HipMaskVariant | null = null;
+  for (const s of tries) {
+    if (s > maxSub) continue;
+    for (let rows = rowsCap; rows >= tile.M; rows -= tile.M) {
+      const v: HipMaskVariant = {
+        ...base,
+        accurate: false,
+        vec4: true,
+        rowsCap: rows,
+        rowBlock: 1,
+        workgroupSize: s * sgSize,
+        matrix: { ...tile, subgroupSize: sgSize, subgroups: s },
+      };
+      last = v;
+      if (workgroupBytes(v) <= limit) return v;
+    }
+  }
+  checkFits(last!, limit);
+  return last!;
+}
+
+function checkFits(v: HipMaskVariant, limit: number): void {
+  const bytes = workgroupBytes(v);
+  if (bytes > limit) {
+    throw new HipAttnError(
+      'UNSUPPORTED',
+      `hip-mask: the ${v.path} kernel for topK/blockSizeK = ${v.nodes} nodes and headDim ${v.headDim} needs ${formatBytes(bytes)} of workgroup memory, ` +
+        `over this device's maxComputeWorkgroupStorageSize of ${formatBytes(limit)}; use a smaller topK / blockSizeK ratio`,
+    );
+  }
+}
+
+/** One dispatch: a box of (batch, head group, query block) and its bindings. */
+export interface DispatchBox {
+  b0: number;
+  nB: number;
+  g0: number;
+  nG: number;
+  qb0: number;
+  nQB: number;
+}
+
+export interface BindingRange {
+  /** Byte offset and size of the binding. */
+  offset: number;
+  size: number;
+  /** Element index (in the tensor's buffer) of the binding's first element. */
+  firstElement: number;
+}
+
+export interface PlannedDispatch extends DispatchBox {
+  q: BindingRange;
+  k: BindingRange;
+  out: BindingRange;
+  gx: number;
+  gy: number;
+  total: number;
+}
+
+export interface PlanInput {
+  shape: ResolvedShape;
+  options: HipOptions;
+  q: GpuTensor4;
+  k: GpuTensor4;
+  dtype: StorageType;
+  outBuffer: GPUBuffer;
+  numQueryBlocks: number;
+  n: number;
+}
+
+/**
+ * Splits the problem into dispatches whose bindings fit maxStorageBufferBindingSize (one
+ * dispatch whenever everything fits). @throws HipAttnError('OUT_OF_MEMORY') when a single
+ * (batch, head group, query block) needs more than one binding can hold.
+ */
+export function planDispatches(gpu: GpuContext, inp: PlanInput): PlannedDispatch[] {
+  const { shape: s, options: o, q, k, n } = inp;
+  const eb = inp.dtype === 'f16' ? 2 : 4;
+  const G = o.headGroupSize;
+  const ratio = s.heads / s.kvHeads;
+  const limit = gpu.limits.maxStorageBufferBindingSize;
+  const align = gpu.limits.minStorageBufferOffsetAlignment;
+  const maxDim = gpu.limits.maxComputeWorkgroupsPerDimension;
+  const d = s.headDim;
+
+  const range = (first: number, endElem: number, bytesPer: number, buffer: GPUBuffer): BindingRange => {
+    const startByte = Math.floor((first * bytesPer) / align) * align;
+    const endByte = Math.min(buffer.size, Math.ceil((endElem * bytesPer) / 4) * 4);
+    return { offset: startByte, size: endByte - startByte, firstElement: startByte / bytesPer };
+  };
+  const rangesOf = (x: DispatchBox) => {
+    const h0 = x.g0 * G;
+    const hLast = (x.g0 + x.nG) * G - 1;
+    const bLast = x.b0 + x.nB - 1;
+    const qbLast = x.qb0 + x.nQB - 1;
+    const qOff = q.offset ?? 0;
+    const kOff = k.offset ?? 0;
+    const qFirst = qOff + x.b0 * q.strideBatch + h0 * q.strideHead + x.qb0 * o.blockSizeQ * q.strideToken;
+    const qEnd = qOff + bLast * q.strideBatch + hLast * q.strideHead + (Math.min((qbLast + 1) * o.blockSizeQ, s.queryLength) - 1) * q.strideToken + d;
+    const kFirst = kOff + x.b0 * k.strideBatch + Math.floor(h0 / ratio) * k.strideHead;
+    const kEnd = kOff + bLast * k.strideBatch + Math.floor(hLast / ratio) * k.strideHead + (s.keyLength - 1) * k.strideToken + d;
+    const oFirst = ((x.b0 * s.heads + h0) * inp.numQueryBlocks + x.qb0) * n;
+    const oEnd = ((bLast * s.heads + hLast) * inp.numQueryBlocks + qbLast) * n + n;
+    return {
+      q: range(qFirst, qEnd, eb, q.buffer),
+      k: range(kFirst, kEnd, eb, k.buffer),
+      out: range(oFirst, oEnd, 4, inp.outBuffer),
+    };
+  };
+
+  const out: PlannedDispatch[] = [];
+  const visit = (x: DispatchBox): void => {
+    const r = rangesOf(x);
+    const total = x.nB * x.nG * x.nQB;
+    const over = (b: BindingRange) => b.size > limit;
+    const splitQb = () => {
+      const h = Math.ceil(x.nQB / 2);
+      visit({ ...x, nQB: h });
+      visit({ ...x, qb0: x.qb0 + h, nQB: x.nQB - h });
+    };
+    const splitG = () => {
+      const h = Math.ceil(x.nG / 2);
+      visit({ ...x, nG: h });
+      visit({ ...x, g0: x.g0 + h, nG: x.nG - h });
+    };
+    const splitB = () => {
+      const h = Math.ceil(x.nB / 2);
+      visit({ ...x, nB: h });
+      visit({ ...x, b0: x.b0 + h, nB: x.nB - h });
+    };
+    if (over(r.k)) {
+      if (x.nG > 1) return splitG();
+      if (x.nB > 1) return splitB();
+      throw new HipAttnError(
+        'OUT_OF_MEMORY',
+        `hip-mask: the keys of one (batch, KV head) need a ${formatBytes(r.k.size)} storage binding, over this device's ` +
+          `maxStorageBufferBindingSize of ${formatBytes(limit)} (keyLength ${s.keyLength}, headDim ${d}, ${inp.dtype}, token stride ${k.strideToken})`,
+      );
+    }
+    if (over(r.q) || over(r.out) || total > maxDim * maxDim) {
+      if (x.nQB > 1) return splitQb();
+      if (x.nG > 1) return splitG();
+      if (x.nB > 1) return splitB();
+      const which = over(r.q) ? ['queries', r.q.size] : ['mask', r.out.size];
+      throw new HipAttnError(
+        'OUT_OF_MEMORY',
+        `hip-mask: the ${which[0]} of one query block need a ${formatBytes(which[1] as number)} storage binding, over this device's ` +
+          `maxStorageBufferBindingSize of ${formatBytes(limit)}`,
+      );
+    }
+    const gx = Math.min(total, maxDim);
+    out.push({ ...x, ...r, gx, gy: Math.ceil(total / gx), total });
+  };
+  visit({ b0: 0, nB: s.batch, g0: 0, nG: s.heads / G, qb0: 0, nQB: inp.numQueryBlocks });
+  return out;
+}
