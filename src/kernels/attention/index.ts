@@ -1,0 +1,613 @@
+/**
+ * Attention kernels on WebGPU: exact softmax attention of queries over their key sets (dense,
+ * StreamingLLM, HiP with a GpuHipMask), prefill ("flash attention") and decode ("flash
+ * decoding": split-K plus a reduce kernel).
+ *
+ *     const attn = await createAttentionKernels(gpu, { dtype: 'f16', headDim: 128 });
+ *     const enc = gpu.device.createCommandEncoder();
+ *     await attn.encode(enc, problem, { kind: 'hip', mask });   // prefill or decode by queryLength
+ *     gpu.device.queue.submit([enc.finish()]);
+ *
+ * Pipelines are compiled once per variant (gpu.pipelines); uniforms live in a ring of slots
+ * written with queue.writeBuffer at encode time, so at most `uniformSlots` dispatches may be
+ * encoded between two submits (default 1024; an encode() takes 1–2 slots per binding chunk).
+ * Split-K scratch is allocated once and grown when needed. No readbacks.
+ *
+ * Tensors larger than maxStorageBufferBindingSize are bound in sub-ranges: one dispatch per
+ * (batch, KV head group) and, if needed, per range of query tiles; a K/V slice of one
+ * (batch, KV head) that still does not fit throws HipAttnError('OUT_OF_MEMORY').
+ */
+import { HipAttnError, ShapeError } from '../../errors.js';
+import { BufferUsage, formatBytes, type GpuContext, type TimedEncoder } from '../../gpu/index.js';
+import type { GpuAttentionProblem, GpuKeySet, GpuTensor4, StorageType } from '../types.js';
+import { AttnParams, type AttnParamValues } from './keyset-wgsl.js';
+import { plainVariantName, plainWgsl, plainWorkgroupBytes, type PlainVariant } from './flash-plain.wgsl.js';
+import { reduceVariantName, reduceWgsl, REDUCE_WG } from './reduce.wgsl.js';
+import { mmaVariantName, mmaWgsl, mmaWorkgroupBytes, pickMmaConfig, type MmaVariant } from './flash-mma.wgsl.js';
+import { attentionCost, type AttentionCost, type CostKeySet } from './cost.js';
+
+export { attentionCost, type AttentionCost, type CostKeySet } from './cost.js';
+export { plainWgsl, type PlainVariant } from './flash-plain.wgsl.js';
+export { mmaWgsl, pickMmaConfig, type MmaVariant } from './flash-mma.wgsl.js';
+export { reduceWgsl } from './reduce.wgsl.js';
+
+/** Which prefill kernel to use: tensor cores (subgroup matrices), the plain kernel, or auto. */
+export type PrefillPath = 'auto' | 'plain' | 'mma' | 'mma-emulated';
+
+export interface AttentionKernelOptions {
+  dtype: StorageType;
+  headDim: number;
+  /**
+   * Prefill kernel. 'auto' (default): 'mma' where the device has subgroup matrices with an
+   * f16 → f32 square config and dtype is f16, else 'plain'. 'mma-emulated' runs the tensor-core
+   * kernel's exact code structure with subgroup-matrix operations emulated in plain WGSL (slow;
+   * for testing the kernel logic on devices without the feature).
+   */
+  prefill?: PrefillPath;
+  /** Tile configuration of the mma prefill kernel (default: the largest that fits). */
+  mma?: { warps?: number; bk?: number };
+  /** encode() uses the decode (split-K) path for queryLength ≤ this. Default 1. */
+  decodeMaxQueries?: number;
+  /** Split-K: aim for about this many workgroups per decode dispatch. Default 1024. */
+  decodeTargetWorkgroups?: number;
+  /** Cap on the bytes of one storage binding below the device limit (tests). */
+  maxBindingBytes?: number;
+  /** Uniform ring slots (dispatches encodable between submits). Default 1024. */
+  uniformSlots?: number;
+}
+
+/** Something to begin compute passes on: a command encoder, or a GpuTimer's TimedEncoder. */
+export type PassTarget = GPUCommandEncoder | TimedEncoder;
+
+export interface DecodeOptions {
+  /** Force the number of key splits (default: chosen from decodeTargetWorkgroups). */
+  splits?: number;
+}
+
+export interface AttentionKernels {
+  readonly dtype: StorageType;
+  readonly headDim: number;
+  /** The prefill kernel in use ('plain', 'mma' or 'mma-emulated'). */
+  readonly prefillPath: Exclude<PrefillPath, 'auto'>;
+  /** Prefill when queryLength > decodeMaxQueries, else decode. */
+  encode(target: PassTarget, problem: GpuAttentionProblem, keySet: GpuKeySet): Promise<void>;
+  /** Flash attention over tiles of queries (any queryLength). */
+  encodePrefill(target: PassTarget, problem: GpuAttentionProblem, keySet: GpuKeySet): Promise<void>;
+  /** Split-K flash decoding (any queryLength, meant for a few queries): split kernel + reduce. */
+  encodeDecode(target: PassTarget, problem: GpuAttentionProblem, keySet: GpuKeySet, options?: DecodeOptions): Promise<void>;
+  /** Compiles the pipelines a problem needs (encode does it on first use). */
+  prepare(problem: GpuAttentionProblem, keySet: GpuKeySet, mode?: 'prefill' | 'decode'): Promise<void>;
+  /** Useful FLOPs and minimal bytes of a problem (see cost.ts). */
+  cost(problem: GpuAttentionProblem, keySet: GpuKeySet): AttentionCost;
+  /** Frees the uniform ring and scratch buffers. */
+  destroy(): void;
+}
+
+const BIG_WINDOW = 1 << 30;
+const PLAIN_PREFILL = { rowsQ: 16, bk: 16, wg: 128 };
+const DECODE_BK = 32;
+const BINDINGS = [['uniform', 'read-only-storage', 'read-only-storage', 'read-only-storage', 'storage', 'read-only-storage', 'storage']] as const;
+
+interface ResolvedKeySet {
+  hip: boolean;
+  sink: number;
+  window: number;
+  /** HiP only. */
+  bsq: number;
+  bsk: number;
+  bpq: number;
+  mask?: GPUBuffer;
+  nQB?: number;
+  cost: CostKeySet;
+}
+
+interface Range {
+  start: number; // first element
+  end: number; // one past the last element
+}
+
+function log2(x: number): number {
+  return Math.log(x) / Math.LN2;
+}
+
+/** Creates the attention kernels for one storage type and head dimension. */
+export async function createAttentionKernels(gpu: GpuContext, options: AttentionKernelOptions): Promise<AttentionKernels> {
+  const { dtype, headDim: D } = options;
+  if (dtype !== 'f16' && dtype !== 'f32') throw new HipAttnError('INVALID_OPTION', `dtype must be 'f16' or 'f32', got ${String(dtype)}`);
+  if (!Number.isInteger(D) || D < 4 || D % 4 !== 0 || D > 512) {
+    throw new HipAttnError('UNSUPPORTED', `attention kernels need headDim a multiple of 4 in [4, 512], got ${D}`);
+  }
+  if (dtype === 'f16' && !gpu.features.shaderF16) {
+    throw new HipAttnError('UNSUPPORTED', `f16 attention needs the 'shader-f16' feature, which this device lacks: use dtype 'f32'`);
+  }
+  const eb = dtype === 'f16' ? 2 : 4;
+  const device = gpu.device;
+  const limits = gpu.limits;
+  const maxBinding = Math.min(limits.maxStorageBufferBindingSize, options.maxBindingBytes ?? Infinity);
+  const wgMem = limits.maxComputeWorkgroupStorageSize;
+
+  // ---- prefill path selection
+  let prefillPath: Exclude<PrefillPath, 'auto'> = 'plain';
+  let mmaCfg: { m: number; sg: number; warps: number; bk: number } | null = null;
+  const want = options.prefill ?? 'auto';
+  if (want === 'mma' || want === 'mma-emulated' || want === 'auto') {
+    const cfg = pickMmaConfig(gpu, { dtype, headDim: D, emulate: want === 'mma-emulated', ...(options.mma ?? {}) });
+    if (cfg.ok) {
+      prefillPath = want === 'mma-emulated' ? 'mma-emulated' : 'mma';
+      mmaCfg = cfg.config;
+    } else if (want !== 'auto') {
+      throw new HipAttnError('UNSUPPORTED', `prefill path '${want}' is not available: ${cfg.why}`);
+    }
+  }
+
+  // ---- uniform ring
+  const slotBytes = Math.max(256, limits.minUniformBufferOffsetAlignment ?? 256);
+  const slots = options.uniformSlots ?? 1024;
+  const ring = device.createBuffer({ label: 'attention uniforms', size: slots * slotBytes, usage: BufferUsage.UNIFORM | BufferUsage.COPY_DST });
+  let slotNext = 0;
+  const dummyRO = device.createBuffer({ label: 'attention dummy ro', size: 256, usage: BufferUsage.STORAGE });
+  const dummyRW = device.createBuffer({ label: 'attention dummy rw', size: 256, usage: BufferUsage.STORAGE });
+  let scratch: GPUBuffer | null = null;
+  const retired: GPUBuffer[] = [];
+
+  function takeSlot(values: AttnParamValues): { buffer: GPUBuffer; offset: number; size: number } {
+    const offset = slotNext * slotBytes;
+    slotNext = (slotNext + 1) % slots;
+    device.queue.writeBuffer(ring, offset, AttnParams.pack(values));
+    return { buffer: ring, offset, size: AttnParams.byteLength };
+  }
+
+  function scratchBuffer(bytes: number): GPUBuffer {
+    if (!scratch || scratch.size < bytes) {
+      if (scratch) retired.push(scratch); // an encoded but unsubmitted pass may still use it
+      const size = Math.max(bytes, scratch ? scratch.size * 2 : 0, 1 << 16);
+      scratch = device.createBuffer({ label: 'attention split-K partials', size: Math.ceil(size / 16) * 16, usage: BufferUsage.STORAGE });
+    }
+    return scratch;
+  }
+
+  // ---- validation
+  function resolveKeySet(problem: GpuAttentionProblem, keySet: GpuKeySet): ResolvedKeySet {
+    const s = problem.shape;
+    if (keySet.kind === 'dense') return { hip: false, sink: 0, window: BIG_WINDOW, bsq: 1, bsk: 1, bpq: 0, cost: { kind: 'dense' } };
+    if (keySet.kind === 'streaming') {
+      const { sinkTokens, slidingWindow } = keySet;
+      if (!Number.isInteger(sinkTokens) || sinkTokens < 0 || !Number.isInteger(slidingWindow) || slidingWindow < 1) {
+        throw new HipAttnError('INVALID_OPTION', `streaming key set needs integer sinkTokens ≥ 0 and slidingWindow ≥ 1, got ${sinkTokens}, ${slidingWindow}`);
+      }
+      return {
+        hip: false,
+        sink: sinkTokens,
+        window: Math.min(slidingWindow, BIG_WINDOW),
+        bsq: 1,
+        bsk: 1,
+        bpq: 0,
+        cost: { kind: 'streaming', sinkTokens, slidingWindow },
+      };
+    }
+    if (keySet.kind !== 'hip') throw new HipAttnError('INVALID_OPTION', `unknown key set kind ${String((keySet as { kind: unknown }).kind)}`);
+    const m = keySet.mask;
+    const o = m.options;
+    const nQB = Math.ceil(s.queryLength / o.blockSizeQ);
+    if (m.batch !== s.batch || m.heads !== s.heads) {
+      throw new ShapeError(`HiP mask is for batch ${m.batch}, heads ${m.heads}; the problem has batch ${s.batch}, heads ${s.heads}`);
+    }
+    if (m.numQueryBlocks !== nQB && !(s.queryLength === 1 && m.numQueryBlocks >= 1)) {
+      throw new ShapeError(
+        `HiP mask has ${m.numQueryBlocks} query blocks but the problem's ${s.queryLength} queries make ${nQB} (blockSizeQ ${o.blockSizeQ}); ` +
+          `only a single decode query may reuse a mask of another length (it reads the mask's last query block)`,
+      );
+    }
+    const needBytes = m.batch * m.heads * m.numQueryBlocks * m.blocksPerQuery * 4;
+    if (m.buffer.size < needBytes) throw new ShapeError(`HiP mask buffer holds ${m.buffer.size} bytes, its shape needs ${needBytes}`);
+    return {
+      hip: true,
+      sink: o.sinkTokens,
+      window: Math.min(o.slidingWindow, BIG_WINDOW),
+      bsq: o.blockSizeQ,
+      bsk: o.blockSizeK,
+      bpq: m.blocksPerQuery,
+      mask: m.buffer,
+      nQB: m.numQueryBlocks,
+      cost: { kind: 'hip', sinkTokens: o.sinkTokens, slidingWindow: o.slidingWindow, topK: m.blocksPerQuery * o.blockSizeK, blockSizeQ: o.blockSizeQ },
+    };
+  }
+
+  function checkProblem(problem: GpuAttentionProblem): void {
+    const s = problem.shape;
+    if (problem.dtype !== dtype) throw new ShapeError(`problem dtype ${problem.dtype} but these kernels were created for ${dtype}`);
+    if (s.headDim !== D) throw new ShapeError(`problem headDim ${s.headDim} but these kernels were created for headDim ${D}`);
+    if (s.queryOffset + s.queryLength > s.keyLength) throw new ShapeError(`queries end after the last key (queryOffset ${s.queryOffset} + queryLength ${s.queryLength} > keyLength ${s.keyLength})`);
+    const views: [string, GpuTensor4, number, number][] = [
+      ['q', problem.q, s.heads, s.queryLength],
+      ['k', problem.k, s.kvHeads, s.keyLength],
+      ['v', problem.v, s.kvHeads, s.keyLength],
+      ['out', problem.out, s.heads, s.queryLength],
+    ];
+    for (const [name, t, heads, tokens] of views) {
+      const off = t.offset ?? 0;
+      for (const [what, x] of [['offset', off], ['strideBatch', t.strideBatch], ['strideHead', t.strideHead], ['strideToken', t.strideToken]] as const) {
+        if (!Number.isInteger(x) || x < 0 || x % 4 !== 0) {
+          throw new HipAttnError('UNSUPPORTED', `${name}.${what} is ${x}: the attention kernels read 4 elements at a time and need offsets and strides that are non-negative multiples of 4`);
+        }
+      }
+      const end = (off + (s.batch - 1) * t.strideBatch + (heads - 1) * t.strideHead + (tokens - 1) * t.strideToken + D) * eb;
+      if (end > t.buffer.size) throw new ShapeError(`tensor ${name} reaches byte ${end} but its buffer "${t.buffer.label}" holds ${t.buffer.size} bytes`);
+    }
+    if (problem.q.buffer === problem.out.buffer) throw new HipAttnError('UNSUPPORTED', 'out must not share a buffer with q (in-place attention is not supported)');
+  }
+
+  function viewRange(t: GpuTensor4, b: [number, number], h: [number, number], q: [number, number]): Range {
+    const off = t.offset ?? 0;
+    return {
+      start: off + b[0] * t.strideBatch + h[0] * t.strideHead + q[0] * t.strideToken,
+      end: off + (b[1] - 1) * t.strideBatch + (h[1] - 1) * t.strideHead + (q[1] - 1) * t.strideToken + D,
+    };
+  }
+
+  function bindingFor(buffer: GPUBuffer, r: Range, bytesPer: number): { offset: number; size: number; baseElements: number } {
+    const align = limits.minStorageBufferOffsetAlignment;
+    const startByte = r.start * bytesPer;
+    const offset = Math.floor(startByte / align) * align;
+    const size = Math.min(Math.ceil((r.end * bytesPer - offset) / 4) * 4, buffer.size - offset);
+    return { offset, size, baseElements: (startByte - offset) / bytesPer };
+  }
+
+  function fits(buffer: GPUBuffer, r: Range, bytesPer: number): boolean {
+    return bindingFor(buffer, r, bytesPer).size <= maxBinding;
+  }
+
+  // ---- pipelines
+  const plainCache = new Map<string, PlainVariant>();
+  function plainVariant(rowsH: number, rowsQ: number, bk: number, wg: number, hip: boolean, split: boolean): PlainVariant {
+    const v: PlainVariant = { dtype, headDim: D, rowsQ, rowsH, bk, wg, hip, split };
+    const bytes = plainWorkgroupBytes(v);
+    if (bytes > wgMem) {
+      throw new HipAttnError('UNSUPPORTED', `attention kernel ${plainVariantName(v)} needs ${bytes} bytes of workgroup memory, the device allows ${wgMem}`);
+    }
+    plainCache.set(plainVariantName(v), v);
+    return v;
+  }
+  function pipeline(name: string, code: string) {
+    return gpu.pipelines.computePipeline({ name, code, bindings: BINDINGS.map((g) => [...g]) });
+  }
+
+  interface Grid {
+    rowsH: number;
+    rowsQ: number;
+    bsq: number;
+    tilesPerQB: number;
+    nTiles: number;
+    /** grid y extent per (batch, group) dispatch: heads per KV group (rowsH 1) or 1. */
+  }
+
+  function gridOf(problem: GpuAttentionProblem, ks: ResolvedKeySet, rowsH: number, rowsQ: number): Grid {
+    const s = problem.shape;
+    const bsq = ks.hip ? ks.bsq : rowsQ;
+    const tilesPerQB = Math.ceil(bsq / rowsQ);
+    const nQB = Math.ceil(s.queryLength / bsq);
+    return { rowsH, rowsQ, bsq, tilesPerQB, nTiles: nQB * tilesPerQB };
+  }
+
+  interface Dispatch {
+    b0: number;
+    nb: number;
+    h0: number; // in grid-y units (heads for rowsH 1, KV heads otherwise)
+    ny: number;
+    t0: number;
+    nt: number;
+  }
+
+  /** Queries [qa, qe) covered by tiles [t0, t1). */
+  function tileQueries(g: Grid, qLen: number, t0: number, t1: number): [number, number] {
+    const qa = Math.floor(t0 / g.tilesPerQB) * g.bsq + (t0 % g.tilesPerQB) * g.rowsQ;
+    const last = t1 - 1;
+    const qbl = Math.floor(last / g.tilesPerQB);
+    const qe = Math.min(qbl * g.bsq + (last % g.tilesPerQB) * g.rowsQ + g.rowsQ, (qbl + 1) * g.bsq, qLen);
+    return [Math.min(qa, qLen), Math.max(Math.min(qa, qLen) + 1, qe)];
+  }
+
+  function headRange(g: Grid, problem: GpuAttentionProblem, d: Dispatch): [number, number] {
+    const G = problem.shape.heads / problem.shape.kvHeads;
+    return g.rowsH === 1 ? [d.h0, d.h0 + d.ny] : [d.h0 * G, (d.h0 + d.ny) * G];
+  }
+
+  interface Bound {
+    params: AttnParamValues;
+    entries: GPUBindGroupEntry[];
+  }
+
+  /** Uniform values and bind-group entries for one dispatch. */
+  function bind(problem: GpuAttentionProblem, ks: ResolvedKeySet, g: Grid, d: Dispatch, split: { splits: number; tilesPerSplit: number; part?: GPUBuffer }): Bound {
+    const s = problem.shape;
+    const G = s.heads / s.kvHeads;
+    const hr = headRange(g, problem, d);
+    const kvr: [number, number] = [Math.floor(hr[0] / G), Math.floor((hr[1] - 1) / G) + 1];
+    const br: [number, number] = [d.b0, d.b0 + d.nb];
+    const qr = tileQueries(g, s.queryLength, d.t0, d.t0 + d.nt);
+    const q = bindingFor(problem.q.buffer, viewRange(problem.q, br, hr, qr), eb);
+    const o = bindingFor(problem.out.buffer, viewRange(problem.out, br, hr, qr), eb);
+    const k = bindingFor(problem.k.buffer, viewRange(problem.k, br, kvr, [0, s.keyLength]), eb);
+    const v = bindingFor(problem.v.buffer, viewRange(problem.v, br, kvr, [0, s.keyLength]), eb);
+    for (const [name, bnd, buf] of [['q', q, problem.q.buffer], ['out', o, problem.out.buffer], ['k', k, problem.k.buffer], ['v', v, problem.v.buffer]] as const) {
+      if (bnd.size > maxBinding) {
+        throw new HipAttnError(
+          'OUT_OF_MEMORY',
+          `attention: tensor ${name} ("${buf.label}") needs a binding of ${formatBytes(bnd.size)} for one (batch, KV head) slice, ` +
+            `over this device's maxStorageBufferBindingSize of ${formatBytes(maxBinding)}; use a shorter context or a device with larger bindings`,
+        );
+      }
+    }
+    let mEntry: GPUBindGroupEntry = { binding: 5, resource: { buffer: dummyRO } };
+    let mBase = 0;
+    let mSB = 0;
+    let mSH = 0;
+    let mQB = 0;
+    if (ks.hip) {
+      const nQB = ks.nQB!;
+      mSH = nQB * ks.bpq;
+      mSB = s.heads * mSH;
+      const qb0 = Math.floor(qr[0] / ks.bsq);
+      const qb1 = Math.floor((qr[1] - 1) / ks.bsq) + 1;
+      mQB = s.queryLength === 1 && nQB !== 1 ? nQB - 1 : 0;
+      const r: Range = {
+        start: br[0] * mSB + hr[0] * mSH + (qb0 + mQB) * ks.bpq,
+        end: (br[1] - 1) * mSB + (hr[1] - 1) * mSH + (qb1 - 1 + mQB) * ks.bpq + ks.bpq,
+      };
+      const m = bindingFor(ks.mask!, r, 4);
+      if (m.size > maxBinding) {
+        throw new HipAttnError('OUT_OF_MEMORY', `attention: the HiP mask slice needs a binding of ${formatBytes(m.size)}, over the limit of ${formatBytes(maxBinding)}`);
+      }
+      // The kernel reads mask[b, h, qb + shift] at mBase + (b − b0)·mSB + (h − hD)·mSH + (qb + mQB)·bpq,
+      // with the binding starting at [b0, hD, qb0 + shift]: mQB = shift − qb0 (an i32).
+      mBase = m.baseElements;
+      mQB = mQB - qb0;
+      mEntry = { binding: 5, resource: { buffer: ks.mask!, offset: m.offset, size: m.size } };
+    }
+    const params: AttnParamValues = {
+      qLen: s.queryLength,
+      kLen: s.keyLength,
+      qOff: s.queryOffset,
+      heads: s.heads,
+      group: G,
+      b0: d.b0,
+      h0: d.h0,
+      t0: d.t0,
+      qD: qr[0],
+      qBase: q.baseElements / 4,
+      qSB: problem.q.strideBatch / 4,
+      qSH: problem.q.strideHead / 4,
+      qST: problem.q.strideToken / 4,
+      kBase: k.baseElements / 4,
+      kSB: problem.k.strideBatch / 4,
+      kSH: problem.k.strideHead / 4,
+      kST: problem.k.strideToken / 4,
+      vBase: v.baseElements / 4,
+      vSB: problem.v.strideBatch / 4,
+      vSH: problem.v.strideHead / 4,
+      vST: problem.v.strideToken / 4,
+      oBase: o.baseElements / 4,
+      oSB: problem.out.strideBatch / 4,
+      oSH: problem.out.strideHead / 4,
+      oST: problem.out.strideToken / 4,
+      mBase,
+      mSB,
+      mSH,
+      mQB,
+      bpq: ks.bpq,
+      bsq: g.bsq,
+      bsk: ks.bsk,
+      tilesPerQB: g.tilesPerQB,
+      sink: ks.sink,
+      window: ks.window,
+      scaleLog2: 1 / Math.sqrt(D) / Math.LN2,
+      splits: split.splits,
+      tilesPerSplit: split.tilesPerSplit,
+      partRows: s.batch * s.heads * s.queryLength,
+    };
+    const entries: GPUBindGroupEntry[] = [
+      { binding: 1, resource: { buffer: problem.q.buffer, offset: q.offset, size: q.size } },
+      { binding: 2, resource: { buffer: problem.k.buffer, offset: k.offset, size: k.size } },
+      { binding: 3, resource: { buffer: problem.v.buffer, offset: v.offset, size: v.size } },
+      { binding: 4, resource: { buffer: problem.out.buffer, offset: o.offset, size: o.size } },
+      mEntry,
+      { binding: 6, resource: { buffer: split.part ?? dummyRW } },
+    ];
+    return { params, entries };
+  }
+
+  /** Splits the problem into dispatches whose bindings fit. */
+  function plan(problem: GpuAttentionProblem, ks: ResolvedKeySet, g: Grid): Dispatch[] {
+    const s = problem.shape;
+    const G = s.heads / s.kvHeads;
+    const yAll = g.rowsH === 1 ? s.heads : s.kvHeads;
+    const all: Dispatch = { b0: 0, nb: s.batch, h0: 0, ny: yAll, t0: 0, nt: g.nTiles };
+    if (dispatchFits(problem, ks, g, all)) return [all];
+    const out: Dispatch[] = [];
+    const yPer = g.rowsH === 1 ? G : 1;
+    for (let b = 0; b < s.batch; b++) {
+      for (let kv = 0; kv < s.kvHeads; kv++) {
+        const base: Dispatch = { b0: b, nb: 1, h0: kv * yPer, ny: yPer, t0: 0, nt: g.nTiles };
+        if (dispatchFits(problem, ks, g, base)) {
+          out.push(base);
+          continue;
+        }
+        // Query-tile chunks: halve until the q/out/mask bindings fit.
+        let per = g.nTiles;
+        while (per > 1 && !dispatchFits(problem, ks, g, { ...base, nt: per })) per = Math.ceil(per / 2);
+        for (let t = 0; t < g.nTiles; t += per) out.push({ ...base, t0: t, nt: Math.min(per, g.nTiles - t) });
+      }
+    }
+    return out;
+  }
+
+  function dispatchFits(problem: GpuAttentionProblem, ks: ResolvedKeySet, g: Grid, d: Dispatch): boolean {
+    const s = problem.shape;
+    const G = s.heads / s.kvHeads;
+    const hr = headRange(g, problem, d);
+    const kvr: [number, number] = [Math.floor(hr[0] / G), Math.floor((hr[1] - 1) / G) + 1];
+    const br: [number, number] = [d.b0, d.b0 + d.nb];
+    const qr = tileQueries(g, s.queryLength, d.t0, d.t0 + d.nt);
+    if (!fits(problem.q.buffer, viewRange(problem.q, br, hr, qr), eb)) return false;
+    if (!fits(problem.out.buffer, viewRange(problem.out, br, hr, qr), eb)) return false;
+    if (d.nt === g.nTiles || d.nb > 1 || d.ny > 1) {
+      // K/V only shrink with fewer batches / heads.
+      if (!fits(problem.k.buffer, viewRange(problem.k, br, kvr, [0, s.keyLength]), eb)) return false;
+      if (!fits(problem.v.buffer, viewRange(problem.v, br, kvr, [0, s.keyLength]), eb)) return false;
+    }
+    if (ks.hip) {
+      const mSH = ks.nQB! * ks.bpq;
+      const bytes = ((d.nb - 1) * s.heads * mSH + (hr[1] - hr[0] - 1) * mSH + (Math.ceil(qr[1] / ks.bsq) - Math.floor(qr[0] / ks.bsq)) * ks.bpq) * 4;
+      if (bytes + limits.minStorageBufferOffsetAlignment > maxBinding) return false;
+    }
+    return true;
+  }
+
+  function beginPass(target: PassTarget, label: string): GPUComputePassEncoder {
+    if ('encoder' in target) return target.beginComputePass(label); // a GpuTimer's TimedEncoder
+    return target.beginComputePass({ label });
+  }
+
+  function bindGroup(p: { bindGroupLayout(g?: number): GPUBindGroupLayout }, slot: { buffer: GPUBuffer; offset: number; size: number }, entries: GPUBindGroupEntry[], overrides: Record<number, GPUBindGroupEntry> = {}): GPUBindGroup {
+    const all = [{ binding: 0, resource: slot }, ...entries].map((e) => overrides[e.binding] ?? e);
+    return device.createBindGroup({ layout: p.bindGroupLayout(0), entries: all });
+  }
+
+  function mmaVariant(hip: boolean): MmaVariant {
+    return { dtype: 'f16', headDim: D, hip, emulate: prefillPath === 'mma-emulated', ...mmaCfg! };
+  }
+
+  function prefillRowsQ(): number {
+    return prefillPath === 'plain' ? PLAIN_PREFILL.rowsQ : mmaCfg!.warps * mmaCfg!.m;
+  }
+
+  async function prefillPipeline(hip: boolean) {
+    if (prefillPath === 'plain') {
+      const v = plainVariant(1, PLAIN_PREFILL.rowsQ, PLAIN_PREFILL.bk, PLAIN_PREFILL.wg, hip, false);
+      return pipeline(plainVariantName(v), plainWgsl(v));
+    }
+    const v = mmaVariant(hip);
+    const bytes = mmaWorkgroupBytes(v);
+    if (bytes > wgMem) throw new HipAttnError('UNSUPPORTED', `${mmaVariantName(v)} needs ${bytes} bytes of workgroup memory, the device allows ${wgMem}`);
+    return pipeline(mmaVariantName(v), mmaWgsl(v));
+  }
+
+  function decodeVariants(problem: GpuAttentionProblem, hip: boolean) {
+    const G = problem.shape.heads / problem.shape.kvHeads;
+    const wg = G >= 8 ? 128 : 64;
+    const v = plainVariant(G, 1, DECODE_BK, wg, hip, true);
+    return { split: v, reduce: { dtype, headDim: D, rowsQ: 1, rowsH: G } };
+  }
+
+  async function encodePrefill(target: PassTarget, problem: GpuAttentionProblem, keySet: GpuKeySet): Promise<void> {
+    checkProblem(problem);
+    const ks = resolveKeySet(problem, keySet);
+    const p = await prefillPipeline(ks.hip);
+    const g = gridOf(problem, ks, 1, prefillRowsQ());
+    const dispatches = plan(problem, ks, g);
+    const pass = beginPass(target, `attention prefill ${keySet.kind}`);
+    pass.setPipeline(p.pipeline);
+    for (const d of dispatches) {
+      const b = bind(problem, ks, g, d, { splits: 1, tilesPerSplit: 0x7fffffff });
+      pass.setBindGroup(0, bindGroup(p, takeSlot(b.params), b.entries));
+      pass.dispatchWorkgroups(d.nt, d.ny, d.nb);
+    }
+    pass.end();
+  }
+
+  /** Upper bound of the key tiles of a decode query tile. */
+  function decodeTiles(problem: GpuAttentionProblem, ks: ResolvedKeySet, G: number): number {
+    const s = problem.shape;
+    const p = s.queryOffset + s.queryLength - 1;
+    const p0 = s.queryOffset;
+    const sinkEnd = Math.min(ks.sink, p + 1);
+    const ws0 = Math.max(Math.min(ks.sink, p0 + 1), p0 - ks.window + 1);
+    const tS = Math.ceil(sinkEnd / DECODE_BK);
+    const tW = Math.ceil(Math.max(0, p - ws0 + 1) / DECODE_BK);
+    const tB = ks.hip ? G * Math.ceil((ks.bpq * ks.bsk) / DECODE_BK) : 0;
+    return tS + tW + tB;
+  }
+
+  async function encodeDecode(target: PassTarget, problem: GpuAttentionProblem, keySet: GpuKeySet, opts: DecodeOptions = {}): Promise<void> {
+    checkProblem(problem);
+    const s = problem.shape;
+    const ks = resolveKeySet(problem, keySet);
+    const G = s.heads / s.kvHeads;
+    const { split, reduce } = decodeVariants(problem, ks.hip);
+    const [ps, pr] = await Promise.all([pipeline(plainVariantName(split), plainWgsl(split)), pipeline(reduceVariantName(reduce), reduceWgsl(reduce))]);
+    const g = gridOf(problem, ks, G, 1);
+    const tiles = decodeTiles(problem, ks, G);
+    const rows = s.batch * s.heads * s.queryLength;
+    let splits = opts.splits ?? Math.ceil((options.decodeTargetWorkgroups ?? 1024) / Math.max(1, s.batch * s.kvHeads * g.nTiles));
+    splits = Math.max(1, Math.min(splits, tiles, 4096));
+    const partBytes = (n: number) => rows * n * (1 + D / 4) * 16;
+    while (splits > 1 && partBytes(splits) > maxBinding) splits = Math.ceil(splits / 2);
+    if (partBytes(splits) > maxBinding) {
+      throw new HipAttnError('OUT_OF_MEMORY', `attention decode: split-K partials need ${formatBytes(partBytes(splits))} in one binding, over the limit of ${formatBytes(maxBinding)}; use the prefill path for this many queries`);
+    }
+    const tilesPerSplit = Math.ceil(tiles / splits);
+    splits = Math.ceil(tiles / tilesPerSplit);
+    const part = scratchBuffer(partBytes(splits));
+    const dispatches = plan(problem, ks, g);
+    const bounds = dispatches.map((d) => ({ d, b: bind(problem, ks, g, d, { splits, tilesPerSplit, part }) }));
+    const slotsUsed = bounds.map(({ b }) => takeSlot(b.params));
+    const pass = beginPass(target, `attention decode ${keySet.kind}`);
+    pass.setPipeline(ps.pipeline);
+    bounds.forEach(({ d, b }, i) => {
+      pass.setBindGroup(0, bindGroup(ps, slotsUsed[i]!, b.entries, { 4: { binding: 4, resource: { buffer: dummyRW } } }));
+      pass.dispatchWorkgroups(d.nt * splits, d.ny, d.nb);
+    });
+    pass.end();
+    const pass2 = beginPass(target, `attention decode reduce`);
+    pass2.setPipeline(pr.pipeline);
+    bounds.forEach(({ d, b }, i) => {
+      const ro = { buffer: dummyRO };
+      pass2.setBindGroup(
+        0,
+        bindGroup(pr, slotsUsed[i]!, b.entries, {
+          1: { binding: 1, resource: ro },
+          2: { binding: 2, resource: ro },
+          3: { binding: 3, resource: ro },
+          5: { binding: 5, resource: ro },
+        }),
+      );
+      pass2.dispatchWorkgroups(d.nt, d.ny, d.nb);
+    });
+    pass2.end();
+    void REDUCE_WG;
+  }
+
+  const decodeMax = options.decodeMaxQueries ?? 1;
+
+  return {
+    dtype,
+    headDim: D,
+    prefillPath,
+    encode(target, problem, keySet) {
+      return problem.shape.queryLength <= decodeMax ? encodeDecode(target, problem, keySet) : encodePrefill(target, problem, keySet);
+    },
+    encodePrefill,
+    encodeDecode,
+    async prepare(problem, keySet, mode) {
+      const ks = resolveKeySet(problem, keySet);
+      const m = mode ?? (problem.shape.queryLength <= decodeMax ? 'decode' : 'prefill');
+      if (m === 'prefill') await prefillPipeline(ks.hip);
+      else {
+        const { split, reduce } = decodeVariants(problem, ks.hip);
+        await Promise.all([pipeline(plainVariantName(split), plainWgsl(split)), pipeline(reduceVariantName(reduce), reduceWgsl(reduce))]);
+      }
+    },
+    cost(problem, keySet) {
+      return attentionCost(problem.shape, resolveKeySet(problem, keySet).cost, dtype);
+    },
+    destroy() {
+      ring.destroy();
+      dummyRO.destroy();
+      dummyRW.destroy();
+      scratch?.destroy();
+      for (const b of retired) b.destroy();
+      retired.length = 0;
+      scratch = null;
+    },
+  };
+}
