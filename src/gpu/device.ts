@@ -280,6 +280,10 @@ function makeContext(
   // `device.adapterInfo` exists in current WebGPU; fall back to the adapter's.
   const info = (device as unknown as { adapterInfo?: GPUAdapterInfo }).adapterInfo ?? adapter?.info;
   const adapterInfo = summarizeAdapterInfo(info);
+  if (adapterInfo.subgroupMatrixConfigs.length === 0 && adapter?.info) {
+    // the device's copy of the adapter info may omit the matrix configurations; the adapter's has them
+    adapterInfo.subgroupMatrixConfigs = summarizeAdapterInfo(adapter.info).subgroupMatrixConfigs;
+  }
   if (!features.subgroupMatrix) adapterInfo.subgroupMatrixConfigs = [];
   if (options.onUncapturedError) {
     const handler = options.onUncapturedError;
@@ -352,7 +356,9 @@ function unavailable(options: AcquireGpuOptions, message: string, cause?: unknow
 /** Copies `GPUAdapterInfo` into a plain object (its fields are getters that JSON.stringify skips). */
 export function summarizeAdapterInfo(info: GPUAdapterInfo | undefined | null): GpuAdapterSummary {
   const i = (info ?? {}) as Partial<Record<string, unknown>>;
-  const configs = Array.isArray(i.subgroupMatrixConfigs) ? (i.subgroupMatrixConfigs as unknown[]) : [];
+  // Dawn for Node returns a sequence that is not always a real Array: accept any iterable.
+  const raw = i.subgroupMatrixConfigs as Iterable<unknown> | ArrayLike<unknown> | undefined | null;
+  const configs: unknown[] = raw && (typeof (raw as Iterable<unknown>)[Symbol.iterator] === 'function' || typeof (raw as ArrayLike<unknown>).length === 'number') ? Array.from(raw as ArrayLike<unknown>) : [];
   return {
     vendor: String(i.vendor ?? ''),
     architecture: String(i.architecture ?? ''),
