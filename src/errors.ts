@@ -12,7 +12,13 @@ export type HipAttnErrorCode =
   | 'OUT_OF_MEMORY'
   | 'GPU'
   | 'TOKENIZER'
-  | 'REQUEST';
+  | 'REQUEST'
+  /** A model id, file or revision that does not exist (locally, on the Hub, or in the offline cache). */
+  | 'NOT_FOUND'
+  /** The Hugging Face Hub could not be reached, or a download was interrupted (a later call resumes it). */
+  | 'NETWORK'
+  /** Downloaded bytes do not match the size or checksum the Hub lists. */
+  | 'INTEGRITY';
 
 export class HipAttnError extends Error {
   readonly code: HipAttnErrorCode;
@@ -41,5 +47,21 @@ export class OptionError extends HipAttnError {
 export class NonFiniteError extends HipAttnError {
   constructor(message: string) {
     super('NON_FINITE', message);
+  }
+}
+
+/**
+ * Offline (or with the Hub unreachable), the Hugging Face cache has no usable snapshot of
+ * `repo` at `revision` in `cacheDir`.
+ */
+export class HubCacheMissError extends HipAttnError {
+  readonly repo: string;
+  readonly revision: string;
+  readonly cacheDir: string;
+  constructor(repo: string, revision: string, cacheDir: string, detail: string, options?: { cause?: unknown }) {
+    super('NOT_FOUND', `${repo}@${revision} is not in the Hugging Face cache ${cacheDir} (${detail}); download it once without offline mode`, options);
+    this.repo = repo;
+    this.revision = revision;
+    this.cacheDir = cacheDir;
   }
 }

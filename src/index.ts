@@ -7,6 +7,7 @@ export * from './errors.js';
 export * from './attention/index.js';
 export { Rng, freshSeed } from './util/rng.js';
 export { loadModel, type LoadModelOptions, type LoadProgressEvent, type ModelSource, DEFAULT_MAX_CONTEXT } from './runtime/load.js';
+export { type HubOptions, type HubModelId, parseHubId } from './runtime/hub-id.js';
 export { HipModel, type Prompt, type StreamOptions, type GenerationStats } from './runtime/model.js';
 export type { ModelBackend, DeviceKind } from './runtime/backend.js';
 export * as model from './model/index.js';

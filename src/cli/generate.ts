@@ -6,6 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { type Command, Option } from 'commander';
 import { HipAttnError } from '../errors.js';
 import type { AttentionMethod } from '../attention/method.js';
+import type { HubOptions } from '../runtime/hub-id.js';
 import { loadModel } from '../runtime/load.js';
 import { addAttentionOptions, attentionConfigFrom, floatArg, intArg } from './attention-options.js';
 import { defaultModelPath } from './paths.js';
@@ -13,9 +14,26 @@ import { progressBar } from './progress.js';
 
 export function addModelOptions(cmd: Command): Command {
   return cmd
-    .option('--model <dir|file.gguf|id>', 'Hugging Face model directory, GGUF file or Hub id (default: the embedded hip-testbed-mini)')
+    .option(
+      '--model <dir|file.gguf|id>',
+      'a Hugging Face model directory, a GGUF file, or a Hub id org/name[@revision][/file.gguf] (downloaded into the Hugging Face cache; default: the embedded hip-testbed-mini)',
+    )
     .addOption(new Option('--device <device>', 'where to run').choices(['auto', 'cpu', 'webgpu']).default('auto'))
-    .option('--context-length <tokens>', 'KV-cache capacity in tokens (default: the model\'s, at most 16384)', intArg('--context-length'));
+    .option('--context-length <tokens>', 'KV-cache capacity in tokens (default: the model\'s, at most 16384)', intArg('--context-length'))
+    .option('--revision <rev>', 'Hub id: branch, tag or commit (default main; same as org/name@rev)')
+    .option('--cache-dir <dir>', 'Hub id: the Hugging Face cache (default $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub)')
+    .option('--offline', 'Hub id: use the cache only, never the network')
+    .option('--hub-url <url>', 'Hub id: the Hub\'s address, e.g. a mirror (default https://huggingface.co)');
+}
+
+/** The `hub` options of loadModel from the flags of addModelOptions (the token comes from $HF_TOKEN). */
+export function hubOptionsFrom(opts: Record<string, unknown>): HubOptions {
+  const hub: HubOptions = {};
+  if (opts.revision !== undefined) hub.revision = opts.revision as string;
+  if (opts.cacheDir !== undefined) hub.cacheDir = opts.cacheDir as string;
+  if (opts.offline === true) hub.offline = true;
+  if (opts.hubUrl !== undefined) hub.hubUrl = opts.hubUrl as string;
+  return hub;
 }
 
 export function registerGenerate(program: Command): void {
@@ -40,9 +58,9 @@ export function registerGenerate(program: Command): void {
       device: opts.device as 'auto' | 'cpu' | 'webgpu',
       attention: attentionConfigFrom(opts, opts.attention as AttentionMethod),
       contextLength: opts.contextLength as number | undefined,
-      onProgress: (e) => bar.update(e.loaded / e.total, e.item ?? e.stage),
-    });
-    bar.stop();
+      hub: hubOptionsFrom(opts),
+      onProgress: (e) => bar.update(e.total > 0 ? e.loaded / e.total : 1, e.stage === 'download' ? `download ${e.item ?? ''}` : (e.item ?? e.stage)),
+    }).finally(() => bar.stop());
     try {
       const ids = text === '' ? (model.tokenizer.bosTokenId !== undefined ? [model.tokenizer.bosTokenId] : []) : model.encode(text);
       if (ids.length === 0) throw new HipAttnError('INVALID_OPTION', 'the prompt is empty and the model has no BOS token');

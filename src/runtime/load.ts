@@ -7,6 +7,7 @@ import { type AttentionConfig, type AttentionMethod, resolveAttentionConfig } fr
 import type { ByteSource, ModelDirectory } from '../model/byte-source.js';
 import { type OpenedModel, openGgufFile, openHfModel } from '../model/load.js';
 import type { ModelBackend } from './backend.js';
+import type { HubOptions } from './hub-id.js';
 import { createCpuBackend } from './cpu-backend.js';
 import { HipModel } from './model.js';
 
@@ -26,7 +27,16 @@ export interface LoadModelOptions {
   attention?: AttentionConfig | AttentionMethod;
   /** KV-cache capacity in tokens. Default: the model's max_position_embeddings, at most 16384. */
   contextLength?: number;
+  /**
+   * Called while loading: 'download' events per file while a Hub model is fetched (throttled,
+   * the last one per file has loaded = total), 'weights' per tensor, then 'ready'.
+   */
   onProgress?: (event: LoadProgressEvent) => void;
+  /**
+   * Hub ids (Node only): a string that is not an existing local path but reads as
+   * `org/name[@revision][/file.gguf]` is downloaded into the Hugging Face cache (or found there).
+   */
+  hub?: HubOptions;
 }
 
 /** The largest default context (a longer one must be asked for: the KV cache is allocated up front). */
@@ -34,10 +44,14 @@ export const DEFAULT_MAX_CONTEXT = 16384;
 
 export type ModelSource = string | ModelDirectory | ByteSource;
 
-async function open(source: ModelSource): Promise<{ opened: OpenedModel; name: string }> {
+async function open(source: ModelSource, options: LoadModelOptions): Promise<{ opened: OpenedModel; name: string }> {
   if (typeof source === 'string') {
+    // Node only, imported lazily so that browser bundles never pull node:fs.
+    const { resolveModelPath } = await import('./hub.js');
+    const progress = options.onProgress;
+    const local = await resolveModelPath(source, { ...options.hub, ...(progress ? { onProgress: progress } : {}) });
     const { openModelPath } = await import('../model/node-load.js');
-    return { opened: await openModelPath(source), name: source };
+    return { opened: await openModelPath(local), name: source };
   }
   if ('open' in source) return { opened: await openHfModel(source), name: source.name };
   return { opened: await openGgufFile(source), name: source.name };
@@ -49,7 +63,7 @@ export async function loadModel(source: ModelSource, options: LoadModelOptions =
   if (!['auto', 'cpu', 'webgpu'].includes(device)) {
     throw new HipAttnError('INVALID_OPTION', `device must be auto, cpu or webgpu, got ${String(device)}`);
   }
-  const { opened, name } = await open(source);
+  const { opened, name } = await open(source, options);
   try {
     const { config } = opened;
     const capacity = options.contextLength ?? Math.min(config.maxPositionEmbeddings, DEFAULT_MAX_CONTEXT);
