@@ -1,0 +1,367 @@
+/**
+ * Host side of the matmul family: a `GpuLinear` is one linear layer bound to its buffers
+ * (weight, optional bias, input x, output y), with bind groups and uniforms made once, so that
+ * encoding it per forward step costs one `setPipeline` / `setBindGroup` / `dispatch` per
+ * weight chunk. The kernel is picked per call by the number of tokens M (see `chooseKind`), or
+ * forced with `kind`.
+ *
+ * Weights larger than one storage binding (e.g. a 128k × 4096 lm_head on a device with
+ * 128 MiB bindings) are split into row chunks, each bound separately and writing its own
+ * columns of y.
+ */
+import { HipAttnError } from '../../errors.js';
+import {
+  BufferUsage,
+  type CompiledPipeline,
+  type GpuContext,
+  planBindingChunks,
+  type SubgroupMatrixConfig,
+} from '../../gpu/index.js';
+import { bytesOf, checkU32, grid2d } from '../common.js';
+import type { StorageType } from '../types.js';
+import {
+  FLAG_ACCUMULATE,
+  FLAG_BIAS,
+  type GemvVariant,
+  MATMUL_PARAMS,
+  type MatmulKind,
+  type MatmulVariant,
+  type SubgroupMatrixShape,
+  type SubgroupMatrixVariant,
+  matmulWgsl,
+  subgroupMatrixTile,
+  tiledTile,
+  variantName,
+} from './wgsl.js';
+
+export const MATMUL_BINDINGS: ('uniform' | 'read-only-storage' | 'storage')[] = ['uniform', 'read-only-storage', 'read-only-storage', 'read-only-storage', 'storage'];
+
+export interface GemvTuning {
+  workgroupSize: number;
+  rows: number;
+  tokens: number;
+}
+
+export interface SubgroupMatrixTuning {
+  perSubgroup: [number, number];
+  subgroups: [number, number];
+  kTile: number;
+}
+
+/** Defaults: chosen for NVIDIA (32-wide subgroups) and sane elsewhere; the H200 bench sweeps them. */
+export const DEFAULT_GEMV: GemvTuning = { workgroupSize: 256, rows: 4, tokens: 1 };
+export const DEFAULT_TILED = { TM: 4, TN: 4 };
+/** On CPU rasterisers (lavapipe) fewer, fatter threads are faster. */
+export const FALLBACK_TILED = { TM: 8, TN: 8 };
+export const DEFAULT_SUBGROUP_MATRIX: SubgroupMatrixTuning = { perSubgroup: [2, 4], subgroups: [2, 2], kTile: 32 };
+
+/**
+ * For tests on adapters without subgroup matrices: run the subgroup-matrix kernel with
+ * plain-WGSL stand-ins for the builtins, with this matrix shape and virtual subgroup width.
+ */
+export interface SubgroupMatrixEmulation {
+  shape: SubgroupMatrixShape;
+  subgroupSize: number;
+}
+
+export interface LinearOptions {
+  label?: string;
+  /** [N, K] row-major. */
+  weight: GPUBuffer;
+  weightType: StorageType;
+  N: number;
+  K: number;
+  /** f32 [N]. */
+  bias?: GPUBuffer;
+  x: GPUBuffer;
+  input: StorageType;
+  /** Row stride of x in elements (default K). */
+  ldx?: number;
+  /** Initial element offset of x's row 0 (default 0; changeable per call with `set`). */
+  xOffset?: number;
+  y: GPUBuffer;
+  output: StorageType;
+  /** Row stride of y in elements (default N). */
+  ldy?: number;
+  yOffset?: number;
+  /** y += x·Wᵀ (+ bias). */
+  accumulate?: boolean;
+  /** Kernel choice: 'auto' (default) picks by M and the device; otherwise forced for every M. */
+  kind?: 'auto' | MatmulKind;
+  gemv?: Partial<GemvTuning>;
+  tiled?: Partial<{ TM: number; TN: number }>;
+  subgroupMatrix?: Partial<SubgroupMatrixTuning>;
+  /** Testing: emulate the subgroup-matrix kernel (works on any adapter). */
+  emulateSubgroupMatrix?: SubgroupMatrixEmulation;
+  /** Testing: cap on a weight binding's bytes, to exercise row chunking. */
+  maxBindingBytes?: number;
+  /** Rolled loops for fast compilation (default: on fallback adapters such as lavapipe). */
+  compact?: boolean;
+}
+
+/** The f16 × f16 → f32 subgroup-matrix config the tensor-core kernel uses, or null. */
+export function pickSubgroupMatrixConfig(gpu: GpuContext): SubgroupMatrixConfig | null {
+  if (!gpu.features.subgroupMatrix || !gpu.features.shaderF16) return null;
+  const ok = gpu.adapterInfo.subgroupMatrixConfigs.filter((c) => c.componentType === 'f16' && c.resultComponentType === 'f32');
+  // Prefer the largest square-ish K (16x16x16 on NVIDIA, 8x8x8 on Apple).
+  ok.sort((a, b) => b.M * b.N * b.K - a.M * a.N * a.K);
+  return ok[0] ?? null;
+}
+
+/** Which kernel 'auto' uses for M tokens. */
+export function chooseKind(gpu: GpuContext, M: number, weightType: StorageType): MatmulKind {
+  if (M === 1) return 'gemv';
+  if (weightType === 'f16' && pickSubgroupMatrixConfig(gpu)) return 'subgroup-matrix';
+  return 'tiled';
+}
+
+let dummyBias = new WeakMap<GPUDevice, GPUBuffer>();
+function emptyBias(device: GPUDevice): GPUBuffer {
+  let b = dummyBias.get(device);
+  if (!b) {
+    b = device.createBuffer({ label: 'matmul: no bias', size: 16, usage: BufferUsage.STORAGE });
+    dummyBias.set(device, b);
+  }
+  return b;
+}
+/** Testing hook: forget cached per-device buffers. */
+export function _resetMatmulCaches(): void {
+  dummyBias = new WeakMap();
+}
+
+interface Chunk {
+  rows: number;
+  rowStart: number;
+  params: GPUBuffer;
+  bindGroup: GPUBindGroup;
+  gemvGridX: number;
+  gemvGridY: number;
+}
+
+interface Values {
+  M: number;
+  xOffset: number;
+  yOffset: number;
+}
+
+export class GpuLinear {
+  readonly label: string;
+  readonly N: number;
+  readonly K: number;
+  private readonly chunks: Chunk[];
+  private readonly pipelines = new Map<MatmulKind, { compiled: CompiledPipeline; variant: MatmulVariant }>();
+  private values: Values;
+
+  private constructor(
+    readonly gpu: GpuContext,
+    readonly options: LinearOptions,
+    chunks: Chunk[],
+  ) {
+    this.label = options.label ?? 'linear';
+    this.N = options.N;
+    this.K = options.K;
+    this.chunks = chunks;
+    this.values = { M: 1, xOffset: options.xOffset ?? 0, yOffset: options.yOffset ?? 0 };
+  }
+
+  /** Binds the buffers and compiles the kernels this layer may use. */
+  static async create(gpu: GpuContext, o: LinearOptions): Promise<GpuLinear> {
+    const label = o.label ?? 'linear';
+    checkU32(`${label}: N`, o.N);
+    checkU32(`${label}: K`, o.K);
+    if (o.N < 1 || o.K < 1) throw new HipAttnError('INVALID_OPTION', `${label}: N and K must be ≥ 1 (got ${o.N}, ${o.K})`);
+    const device = gpu.device;
+    const wBytes = bytesOf(o.weightType);
+    const limits = o.maxBindingBytes
+      ? { ...gpu.limits, maxStorageBufferBindingSize: Math.min(gpu.limits.maxStorageBufferBindingSize, o.maxBindingBytes) }
+      : gpu.limits;
+    // Row chunks: whole rows, 16-byte aligned rows for the vector loads when K allows.
+    const plan = planBindingChunks(o.N * o.K, wBytes, limits as unknown as GpuContext['limits'], { granuleElements: o.K });
+    if (o.N * o.K * wBytes > o.weight.size) {
+      throw new HipAttnError('SHAPE_MISMATCH', `${label}: weight buffer "${o.weight.label}" holds ${o.weight.size} bytes, [${o.N}, ${o.K}] ${o.weightType} needs ${o.N * o.K * wBytes}`);
+    }
+    const layer = new GpuLinear(gpu, o, []);
+    await layer.compile();
+    const anyPipeline = [...layer.pipelines.values()][0]!.compiled;
+    const R = layer.gemvTuning().rows;
+    for (const c of plan) {
+      const rows = c.elementCount / o.K;
+      const rowStart = c.firstElement / o.K;
+      const params = device.createBuffer({ label: `${label} params`, size: MATMUL_PARAMS.byteLength, usage: BufferUsage.UNIFORM | BufferUsage.COPY_DST });
+      const [gx, gy] = grid2d(Math.ceil(rows / R), gpu.limits.maxComputeWorkgroupsPerDimension);
+      const bindGroup = device.createBindGroup({
+        label: `${label} chunk ${layer.chunks.length}`,
+        layout: anyPipeline.bindGroupLayout(0),
+        entries: [
+          { binding: 0, resource: { buffer: params } },
+          { binding: 1, resource: { buffer: o.x } },
+          { binding: 2, resource: { buffer: o.weight, offset: c.offset, size: c.size } },
+          { binding: 3, resource: { buffer: o.bias ?? emptyBias(device) } },
+          { binding: 4, resource: { buffer: o.y } },
+        ],
+      });
+      layer.chunks.push({ rows, rowStart, params, bindGroup, gemvGridX: gx, gemvGridY: gy });
+    }
+    layer.set({});
+    return layer;
+  }
+
+  private gemvTuning(): GemvTuning {
+    return { ...DEFAULT_GEMV, ...(this.options.gemv ?? {}) };
+  }
+
+  /** The kinds this layer may dispatch. */
+  private kinds(): MatmulKind[] {
+    const k = this.options.kind ?? 'auto';
+    if (k !== 'auto') return [k];
+    const out: MatmulKind[] = ['gemv'];
+    out.push(chooseKind(this.gpu, 2, this.options.weightType));
+    return out;
+  }
+
+  /** The variant descriptor of a kind for this layer's operands. */
+  variant(kind: MatmulKind): MatmulVariant {
+    const o = this.options;
+    const base = { weight: o.weightType, input: o.input, output: o.output, compact: o.compact ?? this.gpu.adapterInfo.isFallbackAdapter };
+    const ldx = o.ldx ?? o.K;
+    // Vector loads need every row start of x and W on an 8-element boundary. xOffset may change
+    // per call, so it is required to stay a multiple of 8 (checked in set()).
+    const vector = o.K % 8 === 0 && ldx % 8 === 0 && (o.xOffset ?? 0) % 8 === 0;
+    switch (kind) {
+      case 'gemv': {
+        const t = this.gemvTuning();
+        const v: GemvVariant = { kind, ...base, ...t, vector, subgroups: this.gpu.features.subgroups };
+        return v;
+      }
+      case 'tiled':
+        return { kind, ...base, ...(base.compact ? FALLBACK_TILED : DEFAULT_TILED), ...(o.tiled ?? {}) };
+      case 'subgroup-matrix': {
+        const t = { ...DEFAULT_SUBGROUP_MATRIX, ...(o.subgroupMatrix ?? {}) };
+        const emu = o.emulateSubgroupMatrix;
+        let shape: SubgroupMatrixShape;
+        let subgroupSize: number;
+        if (emu) {
+          shape = emu.shape;
+          subgroupSize = emu.subgroupSize;
+        } else {
+          const cfg = pickSubgroupMatrixConfig(this.gpu);
+          if (!cfg) {
+            throw new HipAttnError(
+              'UNSUPPORTED',
+              `${this.label}: the subgroup-matrix (tensor-core) matmul needs 'chromium-experimental-subgroup-matrix' with an f16→f32 config and shader-f16; this adapter has ${
+                this.gpu.features.subgroupMatrix ? `configs ${JSON.stringify(this.gpu.adapterInfo.subgroupMatrixConfigs)}` : 'no subgroup matrices'
+              }`,
+            );
+          }
+          shape = { M: cfg.M, N: cfg.N, K: cfg.K };
+          subgroupSize = this.gpu.adapterInfo.subgroupMaxSize || 32;
+        }
+        const kTile = Math.max(t.kTile, shape.K, 8);
+        const v: SubgroupMatrixVariant = { kind, ...base, shape, subgroupSize, perSubgroup: t.perSubgroup, subgroups: t.subgroups, kTile, vector, emulate: !!emu };
+        return v;
+      }
+    }
+  }
+
+  private async compile(): Promise<void> {
+    for (const kind of this.kinds()) {
+      const variant = this.variant(kind);
+      if (variant.kind === 'subgroup-matrix') {
+        const { sharedBytes, threads } = subgroupMatrixTile(variant);
+        if (sharedBytes > this.gpu.limits.maxComputeWorkgroupStorageSize || threads > this.gpu.limits.maxComputeInvocationsPerWorkgroup) {
+          throw new HipAttnError('UNSUPPORTED', `${this.label}: ${variantName(variant)} needs ${sharedBytes} bytes of workgroup memory and ${threads} threads; the device allows ${this.gpu.limits.maxComputeWorkgroupStorageSize} and ${this.gpu.limits.maxComputeInvocationsPerWorkgroup}`);
+        }
+      }
+      const compiled = await this.gpu.pipelines.computePipeline({
+        name: `matmul/${variantName(variant)}`,
+        code: matmulWgsl(variant),
+        bindings: [MATMUL_BINDINGS],
+      });
+      this.pipelines.set(kind, { compiled, variant });
+    }
+  }
+
+  /** The kernel used for M tokens. */
+  kindFor(M: number): MatmulKind {
+    const k = this.options.kind ?? 'auto';
+    return k === 'auto' ? chooseKind(this.gpu, M, this.options.weightType) : k;
+  }
+
+  /** The variant descriptor used for M tokens (for logs and benchmarks). */
+  variantFor(M: number): MatmulVariant {
+    return this.pipelines.get(this.kindFor(M))!.variant;
+  }
+
+  /**
+   * Sets the token count and (optionally) new x / y offsets; writes the uniforms (queued, so
+   * they apply to work submitted after this call). Encode once per submission per values.
+   */
+  set(values: Partial<Values>): void {
+    const v = { ...this.values, ...values };
+    checkU32(`${this.label}: M`, v.M);
+    if (v.M < 1) throw new HipAttnError('INVALID_OPTION', `${this.label}: M must be ≥ 1`);
+    const startOffset = this.options.xOffset ?? 0;
+    if (startOffset % 8 === 0 && v.xOffset % 8 !== 0 && this.K % 8 === 0) {
+      throw new HipAttnError('INVALID_OPTION', `${this.label}: xOffset ${v.xOffset} must stay a multiple of 8 (vectorised loads)`);
+    }
+    this.values = v;
+    const ldx = this.options.ldx ?? this.K;
+    const ldy = this.options.ldy ?? this.N;
+    for (const c of this.chunks) {
+      const data = MATMUL_PARAMS.pack({
+        M: v.M,
+        N: c.rows,
+        K: this.K,
+        ldx,
+        ldy,
+        xOffset: v.xOffset,
+        yOffset: v.yOffset,
+        nOffset: c.rowStart,
+        gridX: c.gemvGridX,
+        flags: (this.options.bias ? FLAG_BIAS : 0) | (this.options.accumulate ? FLAG_ACCUMULATE : 0),
+        lim: 0xffffffff,
+      });
+      this.gpu.device.queue.writeBuffer(c.params, 0, data);
+    }
+  }
+
+  /** Current M. */
+  get M(): number {
+    return this.values.M;
+  }
+
+  /** Records the dispatches for the M set last. */
+  encode(pass: GPUComputePassEncoder): void {
+    const M = this.values.M;
+    const kind = this.kindFor(M);
+    const p = this.pipelines.get(kind);
+    if (!p) throw new HipAttnError('INVALID_OPTION', `${this.label}: kernel ${kind} was not compiled (kind option ${this.options.kind})`);
+    pass.setPipeline(p.compiled.pipeline);
+    const maxDim = this.gpu.limits.maxComputeWorkgroupsPerDimension;
+    for (const c of this.chunks) {
+      pass.setBindGroup(0, c.bindGroup);
+      const v = p.variant;
+      if (v.kind === 'gemv') {
+        const z = Math.ceil(M / v.tokens);
+        if (z > maxDim) throw new HipAttnError('INVALID_OPTION', `${this.label}: gemv with ${M} tokens exceeds the dispatch limit`);
+        pass.dispatchWorkgroups(c.gemvGridX, c.gemvGridY, z);
+      } else {
+        const { BM, BN } = v.kind === 'tiled' ? tiledTile(v) : subgroupMatrixTile(v);
+        const gx = Math.ceil(c.rows / BN);
+        const gy = Math.ceil(M / BM);
+        if (gx > maxDim || gy > maxDim) throw new HipAttnError('INVALID_OPTION', `${this.label}: ${gx}×${gy} workgroups exceed the dispatch limit ${maxDim}`);
+        pass.dispatchWorkgroups(gx, gy);
+      }
+    }
+  }
+
+  /** FLOPs of one call with M tokens (2·M·N·K). */
+  flops(M = this.values.M): number {
+    return 2 * M * this.N * this.K;
+  }
+
+  destroy(): void {
+    for (const c of this.chunks) c.params.destroy();
+    this.chunks.length = 0;
+  }
+}
