@@ -28,6 +28,8 @@ import * as path from 'node:path';
 import { HubApiError, type ListFileEntry, downloadFile, getHFHubCachePath, listFiles, modelInfo } from '@huggingface/hub';
 import { HipAttnError, HubCacheMissError } from '../errors.js';
 import { parseLlamaConfig } from '../model/config.js';
+import type { OpenedModel } from '../model/load.js';
+import { openModelPath } from '../model/node-load.js';
 import { type HubModelId, type HubOptions, hubRevision, isSafeRelativePath, parseHubId } from './hub-id.js';
 
 export { type HubModelId, type HubOptions, parseHubId } from './hub-id.js';
@@ -96,6 +98,11 @@ export async function resolveModelPath(source: string, options: HubDownloadOptio
     throw new HipAttnError('NOT_FOUND', `${source}: no such file or directory, and not a Hugging Face Hub id (org/name[@revision][/file.gguf])`);
   }
   return (await downloadHubModel(id, options)).path;
+}
+
+/** Opens a local path (model directory or GGUF file) or a Hub id (downloading it if needed). */
+export async function openModelString(source: string, options: HubDownloadOptions = {}): Promise<OpenedModel> {
+  return openModelPath(await resolveModelPath(source, options));
 }
 
 /** Downloads (or finds in the cache) what loading a Hub model needs. */

@@ -44,14 +44,16 @@ export const DEFAULT_MAX_CONTEXT = 16384;
 
 export type ModelSource = string | ModelDirectory | ByteSource;
 
+/** The Node-only module behind string sources (a variable, so that bundlers leave it out). */
+const NODE_SOURCES: string = './hub.js';
+
 async function open(source: ModelSource, options: LoadModelOptions): Promise<{ opened: OpenedModel; name: string }> {
   if (typeof source === 'string') {
-    // Node only, imported lazily so that browser bundles never pull node:fs.
-    const { resolveModelPath } = await import('./hub.js');
+    // Paths and Hub ids are Node only: imported lazily, through a specifier bundlers do not
+    // follow, so that browser bundles never pull node:fs or @huggingface/hub's Node code.
+    const { openModelString } = (await import(/* @vite-ignore */ /* webpackIgnore: true */ NODE_SOURCES)) as typeof import('./hub.js');
     const progress = options.onProgress;
-    const local = await resolveModelPath(source, { ...options.hub, ...(progress ? { onProgress: progress } : {}) });
-    const { openModelPath } = await import('../model/node-load.js');
-    return { opened: await openModelPath(local), name: source };
+    return { opened: await openModelString(source, { ...options.hub, ...(progress ? { onProgress: progress } : {}) }), name: source };
   }
   if ('open' in source) return { opened: await openHfModel(source), name: source.name };
   return { opened: await openGgufFile(source), name: source.name };
