@@ -63,6 +63,8 @@ export class FakeHub {
   pageSize = 3;
   /** file path → bytes after which the next full GET of it is cut (once per entry; `times` counts down). */
   readonly cuts = new Map<string, { after: number; times: number }>();
+  /** Answer Range requests with the whole file (200), as some proxies do. */
+  ignoreRange = false;
   /** Paths whose body is served with one byte flipped. */
   readonly corrupt = new Set<string>();
   private readonly repos = new Map<string, Repo>();
@@ -220,7 +222,7 @@ export class FakeHub {
       let end = total - 1;
       let status = 200;
       const range = req.headers.range;
-      if (range) {
+      if (range && !this.ignoreRange) {
         const m = /^bytes=(\d+)-(\d*)$/.exec(range);
         if (!m || Number(m[1]) >= total) {
           entry.status = 416;

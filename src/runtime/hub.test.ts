@@ -247,6 +247,22 @@ describe('Hub ids through loadModel (fake Hub on 127.0.0.1)', () => {
     expect((await readdir(blobs)).filter((f) => f.includes('incomplete'))).toEqual([]);
   });
 
+  it('starts over when the server ignores the Range request', async () => {
+    const cache = await cacheDir();
+    const blobs = join(repoCacheDir(cache, 'hip/testbed-mini'), 'blobs');
+    await mkdir(blobs, { recursive: true });
+    await writeFile(join(blobs, `${sha256(safetensors)}.incomplete`), safetensors.subarray(0, 50_000));
+    hub.ignoreRange = true;
+    const events: { loaded: number; total: number; item: string }[] = [];
+    try {
+      const snap = await downloadHubModel('hip/testbed-mini', { ...hubOpts(cache), onProgress: (e) => events.push(e) });
+      expect(sha256(new Uint8Array(await readFile(join(snap.path, 'model.safetensors'))))).toBe(sha256(safetensors));
+    } finally {
+      hub.ignoreRange = false;
+    }
+    expect(events.filter((e) => e.item === 'model.safetensors').at(-1)).toMatchObject({ loaded: safetensors.byteLength, total: safetensors.byteLength });
+  });
+
   it('rejects a corrupted body (wrong sha256) and keeps nothing of it', async () => {
     const cache = await cacheDir();
     hub.corrupt.add('model.safetensors');
@@ -381,6 +397,20 @@ describe('hipattn generate with Hub ids (built CLI, fake Hub)', () => {
   const cli = join(ROOT, 'dist', 'src', 'cli', 'main.js');
   const run = promisify(execFile);
   const hipattn = (args: string[]) => run(process.execPath, [cli, ...args], { maxBuffer: 1 << 24, env: { ...process.env, HF_TOKEN: '' } });
+
+  it.skipIf(!existsSync(join(ROOT, 'dist', 'src', 'runtime', 'hub.js')))('two processes downloading into one cache at once both get a verified model', async () => {
+    const cache = await cacheDir();
+    const script = `import(${JSON.stringify(join(ROOT, 'dist', 'src', 'runtime', 'hub.js'))}).then((m) => m.downloadHubModel('hip/testbed-mini', { cacheDir: process.argv[1], hubUrl: process.argv[2] })).then((s) => console.log(s.path))`;
+    const before = hub.log.length;
+    const outs = await Promise.all([0, 1].map(() => run(process.execPath, ['--input-type=module', '-e', script, cache, hub.url], { env: { ...process.env, HF_TOKEN: '' } })));
+    expect(outs[0]!.stdout).toBe(outs[1]!.stdout);
+    const path = outs[0]!.stdout.trim();
+    expect(sha256(new Uint8Array(await readFile(join(path, 'model.safetensors'))))).toBe(sha256(safetensors));
+    expect(hub.log.slice(before).filter((r) => r.path.endsWith('/model.safetensors')).length).toBeGreaterThanOrEqual(1);
+    const blobs = await readdir(join(repoCacheDir(cache, 'hip/testbed-mini'), 'blobs'));
+    expect(blobs.filter((f) => f.includes('incomplete'))).toEqual([]);
+    expect((await scanCacheDir(cache)).warnings).toEqual([]);
+  });
 
   it.skipIf(!existsSync(join(ROOT, 'dist', 'src', 'runtime', 'hub.js')))('downloads with --hub-url/--cache-dir, then runs --offline; an empty cache offline exits 2', async () => {
     const cache = await cacheDir();
