@@ -10,6 +10,7 @@ export { loadModel, type LoadModelOptions, type LoadProgressEvent, type ModelSou
 export { type HubOptions, type HubModelId, parseHubId } from './runtime/hub-id.js';
 export { HipModel, type Prompt, type StreamOptions, type GenerationStats } from './runtime/model.js';
 export type { ModelBackend, DeviceKind } from './runtime/backend.js';
+export { createServer, ApiError, type HipServer, type ServerOptions, type ServerStats, type ServedModel, type RequestLog } from './server/index.js';
 export * as model from './model/index.js';
 export * as gpu from './gpu/index.js';
 export type * from './kernels/types.js';

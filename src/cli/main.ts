@@ -4,12 +4,14 @@ import { Command } from 'commander';
 import { HipAttnError } from '../errors.js';
 import { registerAttentionDemo } from './attention-demo.js';
 import { registerGenerate } from './generate.js';
+import { registerServe } from './serve.js';
 
 export function buildProgram(): Command {
   const program = new Command();
   program.name('hipattn').description('HiP attention: sub-quadratic sparse attention for Llama-family LLMs on WebGPU and CPU').showHelpAfterError();
   registerAttentionDemo(program);
   registerGenerate(program);
+  registerServe(program);
   return program;
 }
 

@@ -1,0 +1,472 @@
+/**
+ * The OpenAI-compatible HTTP server (fastify) in front of loaded models; `createServer` (index.ts) loads this lazily.
+ *
+ *     const model = await loadModel('models/hip-testbed-mini', { device: 'cpu' });
+ *     const server = await createServer(model, { port: 8080 });
+ *     const { url } = await server.listen();   // http://127.0.0.1:8080
+ *     // … later
+ *     await server.close();                    // finishes (or, after the grace period, aborts) what runs
+ *     await model.dispose();
+ *
+ * Every model slot holds one KV cache, so it runs one generation at a time; requests wait in a
+ * bounded FIFO queue (429 beyond it). A client that goes away mid-request aborts its generation
+ * at once and frees its slot. The server never owns the models: dispose them after close().
+ */
+import { randomUUID, createHash, timingSafeEqual } from 'node:crypto';
+import { resolve as resolvePath } from 'node:path';
+import { setImmediate as nextMacrotask } from 'node:timers/promises';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { HipAttnError } from '../errors.js';
+import type { HipModel } from '../runtime/model.js';
+import { ApiError, type EndpointKind, type GenerationRequest, invalid, type OpenAIFinishReason, parseGenerationRequest, ResponseShapes, usage } from './openai.js';
+import { type Lease, QueueCancelledError, QueueFullError, Scheduler } from './scheduler.js';
+
+/** What the server needs of a model (a HipModel, or a test double wrapping one). */
+export type ServedModel = Pick<HipModel, 'name' | 'contextLength' | 'encode' | 'stream'> & Partial<Pick<HipModel, 'attention'>>;
+
+export interface ServerOptions {
+  /** Interface to listen on. Default 127.0.0.1 (loopback only); '0.0.0.0' or '::' to listen on the network. */
+  host?: string;
+  /** TCP port; 0 picks a free one (listen() returns it). Default 8080. */
+  port?: number;
+  /** When set, every /v1 request needs `Authorization: Bearer <apiKey>` (GET /health and static files do not). */
+  apiKey?: string;
+  /** Requests that may wait while every model slot is busy; beyond that → 429. Default 64. */
+  maxQueue?: number;
+  /** The id clients pass as `model` and that /v1/models lists. Default: the model's name. */
+  modelId?: string;
+  /** Other ids accepted as `model` (e.g. the path the model was loaded from). */
+  modelAliases?: readonly string[];
+  /**
+   * On close(): milliseconds to let running generations finish before aborting them
+   * (their streams end with an error event, non-streamed requests get 503). Default 30 000.
+   */
+  shutdownGraceMs?: number;
+  /** Largest request body in bytes. Default 16 MiB. */
+  bodyLimit?: number;
+  /** Seconds sent in Retry-After with a 429. Default 1. */
+  retryAfterSeconds?: number;
+  /**
+   * A folder served as static files at `/` (index.html for `/`), e.g. a browser app's build.
+   * API routes take precedence over files of the same path.
+   */
+  staticDir?: string;
+  /** Called when a generation request ends (for logging). */
+  onRequestDone?: (info: RequestLog) => void;
+}
+
+export interface RequestLog {
+  endpoint: '/v1/completions' | '/v1/chat/completions';
+  status: number;
+  stream: boolean;
+  /** 'stop' | 'length', or 'client_closed' | 'shutdown' | 'error' | 'rejected' for requests that did not complete. */
+  outcome: string;
+  promptTokens: number;
+  completionTokens: number;
+  /** Milliseconds waiting in the queue and in all. */
+  queueMs: number;
+  totalMs: number;
+  error?: string;
+}
+
+/** Counters reported by GET /health. */
+export interface ServerStats {
+  status: 'ok' | 'shutting_down';
+  model: string;
+  /** Generations running now, and requests waiting for a slot. */
+  active: number;
+  queued: number;
+  maxConcurrency: number;
+  maxQueue: number;
+  requests: {
+    /** Generations that ran to a finish reason. */
+    completed: number;
+    /** Generations or waits cut short because the client went away. */
+    clientClosed: number;
+    /** Generations aborted (or waits refused) by shutdown. */
+    shutdown: number;
+    /** Generations that failed with an error (500 or a stream error event). */
+    failed: number;
+    /** Requests refused with 429. */
+    rejected: number;
+  };
+  tokens: { prompt: number; completion: number };
+}
+
+export interface HipServer {
+  readonly app: FastifyInstance;
+  readonly modelId: string;
+  /** Starts listening; resolves with the address. */
+  listen(): Promise<{ url: string; host: string; port: number }>;
+  /**
+   * Stops accepting connections, refuses queued requests (503), lets running generations finish
+   * for up to shutdownGraceMs, then aborts them; resolves when every connection is closed.
+   * Idempotent. Does not dispose the models.
+   */
+  close(): Promise<void>;
+  stats(): ServerStats;
+}
+
+const ABORT_CLIENT = 'client_closed';
+const ABORT_SHUTDOWN = 'shutdown';
+
+/** Where a generation request stopped, for logs and counters. */
+type Outcome = OpenAIFinishReason | typeof ABORT_CLIENT | typeof ABORT_SHUTDOWN | 'error';
+
+function sha256(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+function bearer(header: string | undefined): string | undefined {
+  const m = header === undefined ? null : /^Bearer\s+(.+)$/i.exec(header.trim());
+  return m ? m[1]!.trim() : undefined;
+}
+
+/** Maps a model/runtime error to an API error. */
+function runtimeError(e: unknown): ApiError {
+  if (e instanceof ApiError) return e;
+  const message = e instanceof Error ? e.message : String(e);
+  const code = e instanceof HipAttnError ? e.code.toLowerCase() : null;
+  return new ApiError(500, `the model failed while generating: ${message}`, 'server_error', null, code);
+}
+
+export function buildServer(models: ServedModel | readonly ServedModel[], options: ServerOptions = {}): HipServer {
+  const slots: readonly ServedModel[] = Array.isArray(models) ? models : [models as ServedModel];
+  if (slots.length === 0) throw new HipAttnError('INVALID_OPTION', 'createServer needs at least one model');
+  const first = slots[0]!;
+  const host = options.host ?? '127.0.0.1';
+  const port = options.port ?? 8080;
+  const maxQueue = options.maxQueue ?? 64;
+  const graceMs = options.shutdownGraceMs ?? 30_000;
+  const retryAfter = String(options.retryAfterSeconds ?? 1);
+  if (!Number.isSafeInteger(port) || port < 0 || port > 65535) throw new HipAttnError('INVALID_OPTION', `port must be an integer in [0, 65535], got ${port}`);
+  if (!Number.isSafeInteger(maxQueue) || maxQueue < 0) throw new HipAttnError('INVALID_OPTION', `maxQueue must be an integer ≥ 0, got ${maxQueue}`);
+  if (!(graceMs >= 0)) throw new HipAttnError('INVALID_OPTION', `shutdownGraceMs must be ≥ 0, got ${graceMs}`);
+  if (options.apiKey !== undefined && options.apiKey === '') throw new HipAttnError('INVALID_OPTION', 'apiKey must not be empty');
+  const modelId = options.modelId ?? first.name;
+  const accepted = new Set([modelId, first.name, ...(options.modelAliases ?? [])]);
+  const contextLength = Math.min(...slots.map((m) => m.contextLength));
+  const fingerprint = `hipattn_${first.attention?.method ?? 'model'}`;
+  const keyHash = options.apiKey === undefined ? undefined : sha256(options.apiKey);
+  const startedAt = Math.floor(Date.now() / 1000);
+
+  const scheduler = new Scheduler(slots, maxQueue);
+  const running = new Set<AbortController>();
+  const counters = { completed: 0, clientClosed: 0, shutdown: 0, failed: 0, rejected: 0, promptTokens: 0, completionTokens: 0 };
+  let closing: Promise<void> | undefined;
+
+  const app = Fastify({
+    logger: false,
+    bodyLimit: options.bodyLimit ?? 16 * 2 ** 20,
+    // Requests arriving on kept-alive connections after close() get 503 from fastify.
+    return503OnClosing: true,
+    forceCloseConnections: false,
+  });
+
+  // Any content type is read as JSON (curl -d sends application/x-www-form-urlencoded), with
+  // fastify's prototype-poisoning checks.
+  app.addContentTypeParser('*', { parseAs: 'string' }, app.getDefaultJsonParser('error', 'error'));
+
+  app.setErrorHandler((error: FastifyError | ApiError, _request, reply) => {
+    if (error instanceof ApiError) {
+      void reply.code(error.status).headers(error.headers).send(error.body());
+      return;
+    }
+    const status = typeof error.statusCode === 'number' && error.statusCode >= 400 ? error.statusCode : 500;
+    let api: ApiError;
+    if (error.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || error instanceof SyntaxError) {
+      api = new ApiError(400, `the request body is not valid JSON: ${error.message}`, 'invalid_request_error', null, 'invalid_json');
+    } else if (error.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') {
+      api = new ApiError(400, 'the request body is empty; send a JSON object', 'invalid_request_error', null, 'invalid_json');
+    } else if (status < 500) {
+      api = new ApiError(status, error.message, 'invalid_request_error', null, error.code ? error.code.toLowerCase() : null);
+    } else {
+      api = new ApiError(500, `internal error: ${error.message}`, 'server_error');
+    }
+    void reply.code(api.status).send(api.body());
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    void reply.code(404).send(new ApiError(404, `no route ${request.method} ${request.url.split('?')[0]}`, 'invalid_request_error', null, 'not_found').body());
+  });
+
+  app.addHook('onRequest', async (request, reply) => {
+    if (keyHash === undefined || !request.url.startsWith('/v1')) return;
+    const given = bearer(request.headers.authorization);
+    if (given === undefined || !timingSafeEqual(sha256(given), keyHash)) {
+      const e = new ApiError(
+        401,
+        given === undefined ? "no API key given: send the header 'Authorization: Bearer <key>'" : 'incorrect API key provided',
+        'invalid_request_error',
+        null,
+        'invalid_api_key',
+      );
+      return reply.code(401).header('www-authenticate', 'Bearer').send(e.body());
+    }
+  });
+
+  function stats(): ServerStats {
+    return {
+      status: closing ? 'shutting_down' : 'ok',
+      model: modelId,
+      active: scheduler.active,
+      queued: scheduler.queued,
+      maxConcurrency: scheduler.capacity,
+      maxQueue,
+      requests: { completed: counters.completed, clientClosed: counters.clientClosed, shutdown: counters.shutdown, failed: counters.failed, rejected: counters.rejected },
+      tokens: { prompt: counters.promptTokens, completion: counters.completionTokens },
+    };
+  }
+
+  app.get('/health', async () => stats());
+
+  const modelObject = () => ({ id: modelId, object: 'model', created: startedAt, owned_by: 'hipattn', max_model_len: contextLength });
+  app.get('/v1/models', async () => ({ object: 'list', data: [modelObject()] }));
+  app.get<{ Params: { '*': string } }>('/v1/models/*', async (request) => {
+    const id = request.params['*'];
+    if (!accepted.has(id)) throw new ApiError(404, `the model '${id}' does not exist; this server serves '${modelId}'`, 'invalid_request_error', 'model', 'model_not_found');
+    return modelObject();
+  });
+
+  /** Validates, tokenizes and checks the context; throws ApiError. */
+  function prepare(kind: EndpointKind, body: unknown): { req: GenerationRequest; ids: number[]; maxTokens: number } {
+    const req = parseGenerationRequest(kind, body);
+    if (req.model !== undefined && !accepted.has(req.model)) {
+      throw new ApiError(404, `the model '${req.model}' does not exist; this server serves '${modelId}'`, 'invalid_request_error', 'model', 'model_not_found');
+    }
+    if (req.maxTokens !== undefined && req.maxTokens > contextLength) {
+      throw invalid(req.maxTokensParam, `'${req.maxTokensParam}' is ${req.maxTokens}, more than the model's context length ${contextLength}`);
+    }
+    let ids: number[];
+    try {
+      const input = req.input;
+      ids = 'text' in input ? first.encode(input.text) : 'ids' in input ? first.encode({ ids: input.ids }) : first.encode({ messages: input.messages });
+    } catch (e) {
+      if (e instanceof HipAttnError) throw invalid(req.inputParam, `'${req.inputParam}': ${e.message}`);
+      throw e;
+    }
+    if (ids.length === 0) throw invalid(req.inputParam, `'${req.inputParam}' is empty after tokenization and the model has no BOS token`);
+    const room = contextLength - ids.length;
+    if (room < 1) {
+      throw invalid(
+        req.inputParam,
+        `this model's maximum context length is ${contextLength} tokens, but '${req.inputParam}' has ${ids.length} tokens; shorten it`,
+        'context_length_exceeded',
+      );
+    }
+    if (req.maxTokens !== undefined && req.maxTokens > room) {
+      throw invalid(
+        req.maxTokensParam,
+        `this model's maximum context length is ${contextLength} tokens, but you requested ${ids.length + req.maxTokens} tokens ` +
+          `(${ids.length} in '${req.inputParam}', ${req.maxTokens} in '${req.maxTokensParam}'); reduce '${req.maxTokensParam}' or the prompt`,
+        'context_length_exceeded',
+      );
+    }
+    // OpenAI's defaults: 16 tokens for completions, the rest of the context for chat.
+    const maxTokens = req.maxTokens ?? (kind === 'completion' ? Math.min(16, room) : room);
+    return { req, ids, maxTokens };
+  }
+
+  async function handle(kind: EndpointKind, request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const t0 = performance.now();
+    const endpoint = kind === 'chat' ? '/v1/chat/completions' : '/v1/completions';
+    const { req, ids, maxTokens } = prepare(kind, request.body);
+    const res = reply.raw;
+    const abort = new AbortController();
+    const onClose = (): void => {
+      if (!res.writableFinished) abort.abort(ABORT_CLIENT);
+    };
+    res.on('close', onClose);
+    const log = (status: number, outcome: string, completionTokens: number, queueMs: number, error?: string): void =>
+      options.onRequestDone?.({ endpoint, status, stream: req.stream, outcome, promptTokens: ids.length, completionTokens, queueMs, totalMs: performance.now() - t0, ...(error !== undefined ? { error } : {}) });
+
+    let lease: Lease<ServedModel>;
+    try {
+      lease = await scheduler.acquire(abort.signal);
+    } catch (e) {
+      res.off('close', onClose);
+      if (e instanceof QueueFullError) {
+        counters.rejected++;
+        log(429, 'rejected', 0, performance.now() - t0);
+        throw new ApiError(429, `${e.message} (max queue ${maxQueue}); retry later`, 'rate_limit_error', null, 'rate_limit_exceeded', { 'retry-after': retryAfter });
+      }
+      if (e instanceof QueueCancelledError && e.reason === 'closed') {
+        counters.shutdown++;
+        log(503, ABORT_SHUTDOWN, 0, performance.now() - t0);
+        throw new ApiError(503, e.message, 'server_error', null, 'server_shutting_down', { 'retry-after': retryAfter });
+      }
+      if (e instanceof QueueCancelledError) {
+        // The client went away while waiting: nobody to answer.
+        counters.clientClosed++;
+        log(499, ABORT_CLIENT, 0, performance.now() - t0);
+        reply.hijack();
+        res.destroy();
+        return;
+      }
+      throw e;
+    }
+    const queueMs = performance.now() - t0;
+    running.add(abort);
+    counters.promptTokens += ids.length;
+    const shapes = new ResponseShapes(kind, req.model ?? modelId, fingerprint, req.includeUsage, randomUUID().replaceAll('-', ''));
+    let completionTokens = 0;
+    let outcome: Outcome = 'error';
+    let failure: ApiError | undefined;
+    let text = '';
+
+    // Server-Sent Events: headers go out once the generation starts (errors before it are plain HTTP errors).
+    const sse = async (data: unknown): Promise<void> => {
+      if (res.destroyed || res.writableEnded) return;
+      if (!res.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`)) {
+        await new Promise<void>((resolve) => {
+          const done = (): void => {
+            res.off('drain', done);
+            res.off('close', done);
+            resolve();
+          };
+          res.on('drain', done);
+          res.on('close', done);
+        });
+      }
+    };
+    if (req.stream) {
+      reply.hijack();
+      res.writeHead(200, {
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-cache',
+        connection: 'keep-alive',
+        'x-accel-buffering': 'no',
+      });
+      const head = shapes.first();
+      if (head) await sse(head);
+    }
+
+    try {
+      const it = lease.slot.stream(
+        { ids },
+        {
+          maxNewTokens: maxTokens,
+          temperature: req.temperature,
+          topP: req.topP,
+          topK: req.topK,
+          // Without a seed, sampling differs from request to request (as OpenAI's does).
+          seed: req.seed ?? Math.floor(Math.random() * 2 ** 32),
+          stopStrings: req.stop,
+          ...(req.ignoreEos ? { stopTokenIds: [] } : {}),
+          signal: abort.signal,
+        },
+      );
+      try {
+        for (;;) {
+          const r = await it.next();
+          if (r.done) {
+            completionTokens = r.value.ids.length;
+            if (r.value.finishReason !== 'aborted') outcome = r.value.finishReason;
+            break;
+          }
+          if (r.value.id !== null) completionTokens++;
+          if (r.value.text !== '') {
+            text += r.value.text;
+            if (req.stream) await sse(shapes.delta(r.value.text));
+          }
+          // The CPU forward pass is synchronous: let sockets, timers and new requests in between tokens.
+          await nextMacrotask();
+          if (abort.signal.aborted) break;
+        }
+      } finally {
+        if (abort.signal.aborted) await it.return(undefined as never).catch(() => undefined);
+      }
+      if (abort.signal.aborted) outcome = abort.signal.reason === ABORT_SHUTDOWN ? ABORT_SHUTDOWN : ABORT_CLIENT;
+    } catch (e) {
+      if (abort.signal.aborted) outcome = abort.signal.reason === ABORT_SHUTDOWN ? ABORT_SHUTDOWN : ABORT_CLIENT;
+      else {
+        outcome = 'error';
+        failure = runtimeError(e);
+      }
+    } finally {
+      running.delete(abort);
+      lease.release();
+      res.off('close', onClose);
+    }
+
+    counters.completionTokens += completionTokens;
+    if (outcome === ABORT_CLIENT) counters.clientClosed++;
+    else if (outcome === ABORT_SHUTDOWN) counters.shutdown++;
+    else if (outcome === 'error') counters.failed++;
+    else counters.completed++;
+
+    const u = usage(ids.length, completionTokens);
+    if (outcome === ABORT_SHUTDOWN) {
+      failure = new ApiError(503, `the server is shutting down; the generation was stopped after ${completionTokens} tokens`, 'server_error', null, 'server_shutting_down');
+    }
+    if (req.stream) {
+      if (outcome === 'stop' || outcome === 'length') {
+        await sse(shapes.finish(outcome));
+        if (req.includeUsage) await sse(shapes.usageChunk(u));
+        await sse('[DONE]');
+      } else if (failure) {
+        await sse(failure.body());
+        await sse('[DONE]');
+      }
+      if (!res.destroyed) res.end();
+      log(outcome === ABORT_CLIENT ? 499 : 200, outcome, completionTokens, queueMs, failure?.message);
+      return;
+    }
+    if (outcome === ABORT_CLIENT) {
+      log(499, outcome, completionTokens, queueMs);
+      reply.hijack();
+      res.destroy();
+      return;
+    }
+    if (failure) {
+      log(failure.status, outcome, completionTokens, queueMs, failure.message);
+      throw failure;
+    }
+    log(200, outcome, completionTokens, queueMs);
+    await reply.send(shapes.complete(text, outcome as OpenAIFinishReason, u));
+  }
+
+  app.post('/v1/completions', (request, reply) => handle('completion', request, reply));
+  app.post('/v1/chat/completions', (request, reply) => handle('chat', request, reply));
+
+  if (options.staticDir !== undefined) {
+    const root = resolvePath(options.staticDir);
+    void app.register(import('@fastify/static'), { root, prefix: '/', index: ['index.html'] });
+  }
+
+  async function close(): Promise<void> {
+    closing ??= (async () => {
+      scheduler.close('the server is shutting down');
+      const grace = setTimeout(() => {
+        for (const a of running) a.abort(ABORT_SHUTDOWN);
+      }, graceMs);
+      grace.unref();
+      // fastify.close() stops accepting connections at once and resolves when the open ones have ended.
+      const closed = app.close();
+      await scheduler.idle();
+      clearTimeout(grace);
+      // Responses are complete: let them flush, then drop the kept-alive connections.
+      await nextMacrotask();
+      app.server.closeIdleConnections();
+      const force = setTimeout(() => app.server.closeAllConnections(), 2000);
+      force.unref();
+      await closed;
+      clearTimeout(force);
+    })();
+    return closing;
+  }
+
+  return {
+    app,
+    modelId,
+    async listen() {
+      await app.listen({ host, port });
+      const addr = app.server.address();
+      const actualPort = typeof addr === 'object' && addr !== null ? addr.port : port;
+      const urlHost = host.includes(':') ? `[${host}]` : host;
+      return { url: `http://${urlHost}:${actualPort}`, host, port: actualPort };
+    },
+    close,
+    stats,
+  };
+}
