@@ -3,7 +3,7 @@
  * elementwise, kv-cache): WGSL snippets for f16/f32 storage and dispatch-grid splitting.
  */
 import { HipAttnError } from '../errors.js';
-import type { GpuContext } from '../gpu/index.js';
+import { BufferUsage, type CompiledPipeline, type GpuContext, type UniformLayout } from '../gpu/index.js';
 import type { StorageType } from './types.js';
 
 /** `enable f16;` when any of the types is f16. */
@@ -37,4 +37,70 @@ export function grid2d(groups: number, maxPerDim: number): [number, number] {
 export function checkU32(what: string, v: number): number {
   if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new HipAttnError('INVALID_OPTION', `${what} must be a u32, got ${v}`);
   return v;
+}
+
+/**
+ * A compiled kernel bound to its buffers once: binding 0 is a uniform struct (`layout`), the
+ * rest are the given buffers in order. `set` rewrites the uniforms (queued: applies to work
+ * submitted afterwards); `encode` records one dispatch.
+ */
+export class BoundKernel<K extends string> {
+  readonly params: GPUBuffer;
+  readonly bindGroup: GPUBindGroup;
+  private values: Record<K, number> | null = null;
+
+  constructor(
+    readonly gpu: GpuContext,
+    readonly compiled: CompiledPipeline,
+    readonly layout: UniformLayout<K>,
+    buffers: readonly (GPUBuffer | GPUBufferBinding)[],
+    readonly label: string,
+  ) {
+    this.params = gpu.device.createBuffer({ label: `${label} params`, size: layout.byteLength, usage: BufferUsage.UNIFORM | BufferUsage.COPY_DST });
+    this.bindGroup = gpu.device.createBindGroup({
+      label,
+      layout: compiled.bindGroupLayout(0),
+      entries: [this.params, ...buffers].map((b, i) => ({ binding: i, resource: 'buffer' in b ? b : { buffer: b } })),
+    });
+  }
+
+  set(values: Record<K, number>): void {
+    this.values = values;
+    this.gpu.device.queue.writeBuffer(this.params, 0, this.layout.pack(values));
+  }
+
+  /** Values set last (throws if never set). */
+  get current(): Record<K, number> {
+    if (!this.values) throw new HipAttnError('INVALID_OPTION', `${this.label}: set() was never called`);
+    return this.values;
+  }
+
+  encode(pass: GPUComputePassEncoder, x: number, y = 1, z = 1): void {
+    if (x === 0 || y === 0 || z === 0) return;
+    pass.setPipeline(this.compiled.pipeline);
+    pass.setBindGroup(0, this.bindGroup);
+    pass.dispatchWorkgroups(x, y, z);
+  }
+
+  destroy(): void {
+    this.params.destroy();
+  }
+}
+
+/** Compiles a kernel with an explicit layout: a uniform then storage buffers ('ro' read-only, 'rw'). */
+export function compileKernel(gpu: GpuContext, name: string, code: string, storage: ('ro' | 'rw')[]): Promise<CompiledPipeline> {
+  return gpu.pipelines.computePipeline({
+    name,
+    code,
+    bindings: [['uniform', ...storage.map((s) => (s === 'ro' ? ('read-only-storage' as const) : ('storage' as const)))]],
+  });
+}
+
+/** WGSL accessor for reading element i of a storage array of type t declared as `name` (f16 read as packed u32). */
+export function readDecl(name: string, binding: number, t: StorageType, fn: string): string {
+  return t === 'f16'
+    ? `@group(0) @binding(${binding}) var<storage, read> ${name}: array<u32>;
+fn ${fn}(i: u32) -> f32 { return unpack2x16float(${name}[i >> 1u])[i & 1u]; }`
+    : `@group(0) @binding(${binding}) var<storage, read> ${name}: array<f32>;
+fn ${fn}(i: u32) -> f32 { return ${name}[i]; }`;
 }
