@@ -49,14 +49,25 @@ export class BoundKernel<K extends string> {
   readonly bindGroup: GPUBindGroup;
   private values: Record<K, number> | null = null;
 
+  /** The kernel whose uniform buffer (and values) this one shares, or itself. */
+  private readonly owner: BoundKernel<K>;
+
+  /**
+   * `shareParamsWith`: another binding of the same kernel (e.g. the same op in another layer)
+   * whose uniform buffer this one reads, so one `set` serves both.
+   */
   constructor(
     readonly gpu: GpuContext,
     readonly compiled: CompiledPipeline,
     readonly layout: UniformLayout<K>,
     buffers: readonly (GPUBuffer | GPUBufferBinding)[],
     readonly label: string,
+    shareParamsWith?: BoundKernel<K>,
   ) {
-    this.params = gpu.device.createBuffer({ label: `${label} params`, size: layout.byteLength, usage: BufferUsage.UNIFORM | BufferUsage.COPY_DST });
+    this.owner = shareParamsWith ? shareParamsWith.owner : this;
+    this.params = shareParamsWith
+      ? this.owner.params
+      : gpu.device.createBuffer({ label: `${label} params`, size: layout.byteLength, usage: BufferUsage.UNIFORM | BufferUsage.COPY_DST });
     this.bindGroup = gpu.device.createBindGroup({
       label,
       layout: compiled.bindGroupLayout(0),
@@ -65,14 +76,15 @@ export class BoundKernel<K extends string> {
   }
 
   set(values: Record<K, number>): void {
-    this.values = values;
+    this.owner.values = values;
     this.gpu.device.queue.writeBuffer(this.params, 0, this.layout.pack(values));
   }
 
   /** Values set last (throws if never set). */
   get current(): Record<K, number> {
-    if (!this.values) throw new HipAttnError('INVALID_OPTION', `${this.label}: set() was never called`);
-    return this.values;
+    const v = this.owner.values;
+    if (!v) throw new HipAttnError('INVALID_OPTION', `${this.label}: set() was never called`);
+    return v;
   }
 
   encode(pass: GPUComputePassEncoder, x: number, y = 1, z = 1): void {
@@ -83,7 +95,7 @@ export class BoundKernel<K extends string> {
   }
 
   destroy(): void {
-    this.params.destroy();
+    if (this.owner === this) this.params.destroy();
   }
 }
 

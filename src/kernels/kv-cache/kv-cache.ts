@@ -59,10 +59,11 @@ export interface KvWriteOptions {
 export class GpuKvWrite {
   private constructor(private readonly k: BoundKernel<'tokens' | 'kvHeads' | 'headDim' | 'ld' | 'kOffset' | 'vOffset' | 'capacity' | 'start' | 'gridX'>, private readonly o: KvWriteOptions) {}
 
-  static async create(gpu: GpuContext, o: KvWriteOptions): Promise<GpuKvWrite> {
+  /** `shareParamsWith`: the same op of another layer, whose uniforms this one reuses. */
+  static async create(gpu: GpuContext, o: KvWriteOptions, shareParamsWith?: GpuKvWrite): Promise<GpuKvWrite> {
     requireF16(gpu, 'kv-cache write', o.dtype);
     const compiled = await compileKernel(gpu, `kv-write/${o.dtype}`, kvWriteWgsl(o.dtype), ['ro', 'rw', 'rw']);
-    return new GpuKvWrite(new BoundKernel(gpu, compiled, KV_WRITE_PARAMS, [o.src, o.kCache, o.vCache], 'kv-write'), o);
+    return new GpuKvWrite(new BoundKernel(gpu, compiled, KV_WRITE_PARAMS, [o.src, o.kCache, o.vCache], 'kv-write', shareParamsWith?.k), o);
   }
 
   private groups(tokens: number): [number, number] {

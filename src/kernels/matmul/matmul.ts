@@ -97,6 +97,11 @@ export interface LinearOptions {
   maxBindingBytes?: number;
   /** Rolled loops for fast compilation (default: on fallback adapters such as lavapipe). */
   compact?: boolean;
+  /**
+   * Another layer of the same shape (N, K, strides, chunking) whose uniform buffers this one
+   * reuses: one `set` on either serves both (e.g. the same projection in every model layer).
+   */
+  shareParamsWith?: GpuLinear;
 }
 
 /** The f16 × f16 → f32 subgroup-matrix config the tensor-core kernel uses, or null. */
@@ -150,7 +155,8 @@ export class GpuLinear {
   readonly K: number;
   private readonly chunks: Chunk[];
   private readonly pipelines = new Map<MatmulKind, { compiled: CompiledPipeline; variant: MatmulVariant }>();
-  private values: Values;
+  /** Shared by every GpuLinear that shares this one's uniform buffers. */
+  private state: { values: Values; owner: GpuLinear };
 
   private constructor(
     readonly gpu: GpuContext,
@@ -161,7 +167,7 @@ export class GpuLinear {
     this.N = options.N;
     this.K = options.K;
     this.chunks = chunks;
-    this.values = { M: 1, xOffset: options.xOffset ?? 0, yOffset: options.yOffset ?? 0 };
+    this.state = { values: { M: 1, xOffset: options.xOffset ?? 0, yOffset: options.yOffset ?? 0 }, owner: this };
   }
 
   /** Binds the buffers and compiles the kernels this layer may use. */
@@ -187,7 +193,11 @@ export class GpuLinear {
     for (const c of plan) {
       const rows = c.elementCount / o.K;
       const rowStart = c.firstElement / o.K;
-      const params = device.createBuffer({ label: `${label} params`, size: MATMUL_PARAMS.byteLength, usage: BufferUsage.UNIFORM | BufferUsage.COPY_DST });
+      const shared = o.shareParamsWith?.chunks[layer.chunks.length];
+      if (o.shareParamsWith && (!shared || shared.rows !== rows || shared.rowStart !== rowStart)) {
+        throw new HipAttnError('INVALID_OPTION', `${label}: shareParamsWith "${o.shareParamsWith.label}" has a different shape or chunking`);
+      }
+      const params = shared ? shared.params : device.createBuffer({ label: `${label} params`, size: MATMUL_PARAMS.byteLength, usage: BufferUsage.UNIFORM | BufferUsage.COPY_DST });
       const [gx, gy] = grid2d(Math.ceil(rows / R), gpu.limits.maxComputeWorkgroupsPerDimension);
       const bindGroup = device.createBindGroup({
         label: `${label} chunk ${layer.chunks.length}`,
@@ -202,7 +212,8 @@ export class GpuLinear {
       });
       layer.chunks.push({ rows, rowStart, params, bindGroup, gemvGridX: gx, gemvGridY: gy });
     }
-    layer.set({});
+    if (o.shareParamsWith) layer.state = o.shareParamsWith.state;
+    else layer.set({});
     return layer;
   }
 
@@ -297,14 +308,14 @@ export class GpuLinear {
    * they apply to work submitted after this call). Encode once per submission per values.
    */
   set(values: Partial<Values>): void {
-    const v = { ...this.values, ...values };
+    const v = { ...this.state.values, ...values };
     checkU32(`${this.label}: M`, v.M);
     if (v.M < 1) throw new HipAttnError('INVALID_OPTION', `${this.label}: M must be ≥ 1`);
     const startOffset = this.options.xOffset ?? 0;
     if (startOffset % 8 === 0 && v.xOffset % 8 !== 0 && this.K % 8 === 0) {
       throw new HipAttnError('INVALID_OPTION', `${this.label}: xOffset ${v.xOffset} must stay a multiple of 8 (vectorised loads)`);
     }
-    this.values = v;
+    this.state.values = v;
     const ldx = this.options.ldx ?? this.K;
     const ldy = this.options.ldy ?? this.N;
     for (const c of this.chunks) {
@@ -327,12 +338,12 @@ export class GpuLinear {
 
   /** Current M. */
   get M(): number {
-    return this.values.M;
+    return this.state.values.M;
   }
 
   /** Records the dispatches for the M set last. */
   encode(pass: GPUComputePassEncoder): void {
-    const M = this.values.M;
+    const M = this.state.values.M;
     const kind = this.kindFor(M);
     const p = this.pipelines.get(kind);
     if (!p) throw new HipAttnError('INVALID_OPTION', `${this.label}: kernel ${kind} was not compiled (kind option ${this.options.kind})`);
@@ -356,12 +367,12 @@ export class GpuLinear {
   }
 
   /** FLOPs of one call with M tokens (2·M·N·K). */
-  flops(M = this.values.M): number {
+  flops(M = this.state.values.M): number {
     return 2 * M * this.N * this.K;
   }
 
   destroy(): void {
-    for (const c of this.chunks) c.params.destroy();
+    if (this.state.owner === this) for (const c of this.chunks) c.params.destroy();
     this.chunks.length = 0;
   }
 }

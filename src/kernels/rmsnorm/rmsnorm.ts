@@ -75,11 +75,12 @@ export interface RmsNormOptions {
 export class GpuRmsNorm {
   private constructor(private readonly k: BoundKernel<'rows' | 'dim' | 'eps' | 'xOffset' | 'yOffset' | 'gridX'>, private readonly o: RmsNormOptions) {}
 
-  static async create(gpu: GpuContext, o: RmsNormOptions): Promise<GpuRmsNorm> {
+  /** `shareParamsWith`: another GpuRmsNorm of the same shape whose uniforms this one reuses (one `set` for both). */
+  static async create(gpu: GpuContext, o: RmsNormOptions, shareParamsWith?: GpuRmsNorm): Promise<GpuRmsNorm> {
     requireF16(gpu, 'rmsnorm', o.output);
     const v: RmsNormVariant = { output: o.output, workgroupSize: gpu.adapterInfo.isFallbackAdapter ? 64 : 256, subgroups: gpu.features.subgroups };
     const compiled = await compileKernel(gpu, `rmsnorm/${v.output} wg${v.workgroupSize}${v.subgroups ? ' sg' : ''}`, rmsNormWgsl(v), ['ro', 'ro', 'rw']);
-    return new GpuRmsNorm(new BoundKernel(gpu, compiled, RMSNORM_PARAMS, [o.x, o.weight, o.y], o.label ?? 'rmsnorm'), o);
+    return new GpuRmsNorm(new BoundKernel(gpu, compiled, RMSNORM_PARAMS, [o.x, o.weight, o.y], o.label ?? 'rmsnorm', shareParamsWith?.k), o);
   }
 
   set(v: { rows: number; xOffset?: number; yOffset?: number }): void {
