@@ -7,6 +7,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { cp, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel } from '../src/runtime/load.js';
 import type { HipModel } from '../src/runtime/model.js';
@@ -297,6 +298,32 @@ describe('hipattn serve (testbed with a chat template, spawned)', () => {
     // Text content parts are joined.
     const parts = await post(s.url, '/v1/chat/completions', { ...req, messages: [req.messages[0], { role: 'user', content: [{ type: 'text', text: 'What is the pass key?' }] }] });
     expect(parts.body.choices[0].message.content).toBe(content);
+  });
+
+  it("works with OpenAI's official JavaScript client", async () => {
+    const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+    const list = await client.models.list();
+    expect(list.data.map((m) => m.id)).toEqual(['testbed-chat']);
+    const messages = [{ role: 'user' as const, content: 'The pass key is 31415. What is the pass key?' }];
+    const full = await client.chat.completions.create({ model: 'testbed-chat', messages, max_completion_tokens: 8, temperature: 0 });
+    expect(full.choices[0]!.message.role).toBe('assistant');
+    const streamed = await client.chat.completions.create({ model: 'testbed-chat', messages, max_completion_tokens: 8, temperature: 0, stream: true, stream_options: { include_usage: true } });
+    let text = '';
+    let usage: OpenAI.CompletionUsage | null | undefined;
+    for await (const chunk of streamed) {
+      text += chunk.choices[0]?.delta.content ?? '';
+      if (chunk.usage) usage = chunk.usage;
+    }
+    expect(text).toBe(full.choices[0]!.message.content);
+    expect(usage).toEqual(full.usage);
+    const completion = await client.completions.create({ model: 'testbed-chat', prompt: 'The pass key is', max_tokens: 4, temperature: 0 });
+    expect(completion.choices[0]!.finish_reason).toBe('length');
+    const err = await client.completions.create({ model: 'nope', prompt: 'x' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.NotFoundError);
+    expect(err).toMatchObject({ status: 404, code: 'model_not_found', param: 'model' });
+    const bad = await client.chat.completions.create({ model: 'testbed-chat', messages, max_tokens: -1 }).catch((e: unknown) => e);
+    expect(bad).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(bad).toMatchObject({ status: 400, param: 'max_tokens' });
   });
 
   it('a bounded load (50 requests, 8 at a time) finishes without a failure and frees every slot', async () => {
