@@ -178,6 +178,8 @@ export function buildServer(models: ServedModel | readonly ServedModel[], option
       api = new ApiError(400, `the request body is not valid JSON: ${error.message}`, 'invalid_request_error', null, 'invalid_json');
     } else if (error.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') {
       api = new ApiError(400, 'the request body is empty; send a JSON object', 'invalid_request_error', null, 'invalid_json');
+    } else if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      api = new ApiError(413, `the request body is larger than the server's limit of ${app.initialConfig.bodyLimit} bytes`, 'invalid_request_error', null, 'request_too_large');
     } else if (status < 500) {
       api = new ApiError(status, error.message, 'invalid_request_error', null, error.code ? error.code.toLowerCase() : null);
     } else {
