@@ -341,6 +341,7 @@ export function buildServer(models: ServedModel | readonly ServedModel[], option
       });
       const head = shapes.first();
       if (head) await sse(head);
+      else res.flushHeaders();
     }
 
     try {
