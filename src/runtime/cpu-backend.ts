@@ -29,8 +29,24 @@ export async function createCpuBackend(
       return lm.position;
     },
     layerMethods: layers.methods,
-    async forward(tokens: ArrayLike<number>, options?: ForwardOptions) {
-      return lm.forward(tokens, options);
+    async forward(tokens: ArrayLike<number>, options: ForwardOptions = {}) {
+      // One chunk at a time, yielding to the event loop in between, so a long prefill does not
+      // block a server or a UI for its whole duration.
+      const chunk = options.chunkSize ?? 128;
+      if (tokens.length <= chunk) return lm.forward(tokens, options);
+      const want = options.logits ?? 'last';
+      const vocab = config.vocabSize;
+      const all = want === 'all' ? new Float32Array(tokens.length * vocab) : undefined;
+      let last = new Float32Array(0);
+      for (let s = 0; s < tokens.length; s += chunk) {
+        const part = Array.from({ length: Math.min(chunk, tokens.length - s) }, (_, i) => tokens[s + i]!);
+        const isLast = s + part.length === tokens.length;
+        const logits = lm.forward(part, { chunkSize: chunk, logits: want === 'all' ? 'all' : isLast ? want : 'none' });
+        if (all) all.set(logits, s * vocab);
+        else if (isLast) last = logits;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      return all ?? last;
     },
     reset() {
       lm.reset();
