@@ -3,6 +3,7 @@
 import { Command } from 'commander';
 import { HipAttnError } from '../errors.js';
 import { registerAttentionDemo } from './attention-demo.js';
+import { registerEval } from './eval.js';
 import { registerGenerate } from './generate.js';
 import { registerServe } from './serve.js';
 
@@ -11,6 +12,7 @@ export function buildProgram(): Command {
   program.name('hipattn').description('HiP attention: sub-quadratic sparse attention for Llama-family LLMs on WebGPU and CPU').showHelpAfterError();
   registerAttentionDemo(program);
   registerGenerate(program);
+  registerEval(program);
   registerServe(program);
   return program;
 }

@@ -1,0 +1,420 @@
+/**
+ * `hipattn eval ppl | passkey | kv | niah | recall`: long-context evaluation of a model with
+ * several attention methods, with a progress bar, a table at the end, `--json` (rewritten after
+ * every finished cell, so an interrupted run keeps what it finished) and `--chart` (.svg/.png).
+ */
+import { readFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { type Command, Option } from 'commander';
+import { type AttentionMethod, resolveAttentionConfig } from '../attention/method.js';
+import { HipAttnError } from '../errors.js';
+import { perplexityChartSpec, retrievalChartSpec, writeChart } from '../eval/charts.js';
+import { accuracyByMethod, type PerplexityRow, type RetrievalRow } from '../eval/metrics.js';
+import { Haystack, kvTask, niahTask, passkeyTask, PROMPT_LAYOUTS, type PromptLayout, type RetrievalTask } from '../eval/prompts.js';
+import { type EvalDocument, type EvalTask, writeJsonAtomic } from '../eval/results.js';
+import { type MethodTiming, type ModelLoader, runPerplexity, runRetrieval, type TextFile } from '../eval/run.js';
+import type { TextTokenizer } from '../model/tokenizer.js';
+import { loadModel } from '../runtime/load.js';
+import { addAttentionOptions, attentionConfigFrom, intArg, intListArg } from './attention-options.js';
+import { addModelOptions } from './generate.js';
+import { defaultModelPath, packageRoot } from './paths.js';
+import { progressBar } from './progress.js';
+import { formatTable } from './table.js';
+
+/** The embedded default filler prose (public domain; see data/README.md). */
+export function defaultHaystackPath(): string {
+  return join(packageRoot(), 'data', 'northanger-abbey-ch1-7.txt');
+}
+
+/** A comma-separated list of numbers in [0, 1], e.g. "0,0.25,0.5". */
+export function depthListArg(value: string): number[] {
+  return value.split(',').map((v) => {
+    const n = Number(v.trim());
+    if (v.trim() === '' || !Number.isFinite(n) || n < 0 || n > 1) throw new HipAttnError('INVALID_OPTION', `--depths takes numbers in [0, 1] (comma-separated), got "${v}"`);
+    return n;
+  });
+}
+
+const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
+
+async function readText(file: string, what: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (e) {
+    throw new HipAttnError('INVALID_OPTION', `${what} ${file}: cannot read (${(e as Error).message})`, { cause: e });
+  }
+}
+
+/** Options every eval command shares: model, attention list and options, outputs. */
+function addCommonOptions(cmd: Command): Command {
+  addModelOptions(cmd);
+  addAttentionOptions(cmd, 'list');
+  cmd.option('--json <file>', 'write the results as JSON (rewritten after every finished cell)');
+  cmd.option('--chart <file>', 'draw the results to FILE.svg or FILE.png');
+  cmd.option('--no-progress', 'no progress bar');
+  return cmd;
+}
+
+function addRetrievalOptions(cmd: Command, defaults: { lengths: string; trials: number }): Command {
+  return cmd
+    .option('--lengths <tokens>', 'comma-separated context lengths (prompt + answer)', intListArg('--lengths'), intListArg('--lengths')(defaults.lengths))
+    .option('--depths <fractions>', 'comma-separated needle depths in [0, 1]', depthListArg, [0, 0.25, 0.5, 0.75, 1])
+    .option('--trials <n>', 'trials per (length, depth) cell', intArg('--trials'), defaults.trials)
+    .option('--seed <n>', 'seed of the prompts (filler offsets, passkeys, keys)', intArg('--seed'), 1)
+    .addOption(new Option('--format <layout>', 'prompt layout: plain (BOS + prose, as hip-testbed was trained) or landmark (task line + filler sentences, chat template)').choices([...PROMPT_LAYOUTS]).default('plain'));
+}
+
+interface CommonOpts {
+  [flag: string]: unknown;
+  model?: string;
+  device: 'auto' | 'cpu' | 'webgpu';
+  contextLength?: number;
+  attention: AttentionMethod[];
+  json?: string;
+  chart?: string;
+  progress: boolean;
+}
+
+function checkOutputs(o: CommonOpts): void {
+  if (o.chart !== undefined && !/\.(svg|png)$/i.test(o.chart)) throw new HipAttnError('INVALID_OPTION', `--chart must end in .svg or .png, got "${o.chart}"`);
+  if (o.attention.length === 0) throw new HipAttnError('INVALID_OPTION', '--attention lists no method');
+  if (new Set(o.attention).size !== o.attention.length) throw new HipAttnError('INVALID_OPTION', `--attention lists a method twice: ${o.attention.join(',')}`);
+}
+
+/** Shared machinery of a run: loader with a loading bar, progress bar, JSON document, SIGINT. */
+export class EvalSession<Row> {
+  readonly doc: EvalDocument<Row>;
+  readonly controller = new AbortController();
+  private bar: ReturnType<typeof progressBar> | undefined;
+  private readonly showProgress: boolean;
+  private sigint?: () => void;
+  readonly modelPath: string;
+
+  constructor(
+    task: EvalTask,
+    private readonly opts: CommonOpts,
+    options: Record<string, unknown>,
+  ) {
+    this.modelPath = opts.model ?? defaultModelPath();
+    this.showProgress = opts.progress !== false;
+    const attention = Object.fromEntries(
+      opts.attention.map((m) => {
+        const c = resolveAttentionConfig(attentionConfigFrom(opts, m));
+        return [m, m === 'dense' ? {} : m === 'hip' ? c.hip : c.streaming];
+      }),
+    );
+    this.doc = {
+      task,
+      model: this.modelPath,
+      options: { ...options, attention: opts.attention, attentionOptions: attention, requestedDevice: opts.device },
+      date: new Date().toISOString(),
+      device: '',
+      rows: [],
+      timings: [],
+      incomplete: true,
+    };
+  }
+
+  /** Installs the SIGINT handler: the first ^C stops after the current step, a second one exits. */
+  start(): void {
+    this.sigint = () => {
+      if (this.controller.signal.aborted) process.exit(130);
+      this.bar?.stop();
+      this.bar = undefined;
+      console.error('\ninterrupted: stopping after the current step (finished cells are kept; ^C again to quit now)');
+      this.controller.abort();
+    };
+    process.on('SIGINT', this.sigint);
+  }
+
+  stop(): void {
+    if (this.sigint) process.off('SIGINT', this.sigint);
+    this.bar?.stop();
+    this.bar = undefined;
+  }
+
+  loader(): ModelLoader {
+    return async (method, needed) => {
+      const ctx = this.opts.contextLength ?? needed;
+      if (ctx < needed) throw new HipAttnError('INVALID_OPTION', `--context-length ${ctx} is shorter than the longest evaluated length (${needed})`);
+      this.bar?.stop();
+      const loading = this.showProgress ? progressBar(`loading (${method})`) : undefined;
+      const model = await loadModel(this.modelPath, {
+        device: this.opts.device,
+        attention: attentionConfigFrom(this.opts, method),
+        contextLength: ctx,
+        onProgress: (e) => loading?.update(e.loaded / e.total, e.item ?? e.stage),
+      });
+      loading?.stop();
+      if (!this.doc.device) this.doc.device = model.backend.description;
+      if (this.showProgress && !this.controller.signal.aborted) this.bar = progressBar('evaluating');
+      return model;
+    };
+  }
+
+  progress = (p: { fraction: number; label: string }): void => this.bar?.update(p.fraction, p.label);
+
+  async save(rows: readonly Row[], timings?: MethodTiming[], extra?: Partial<EvalDocument<Row>>): Promise<void> {
+    this.doc.rows = [...rows];
+    if (timings) this.doc.timings = timings;
+    Object.assign(this.doc, extra);
+    if (this.opts.json) await writeJsonAtomic(this.opts.json, this.doc);
+  }
+}
+
+function timingTable(timings: readonly MethodTiming[]): string {
+  return formatTable(
+    ['attention', 'time (s)', 'tokens', 'tokens/s'],
+    timings.map((t) => [t.attention, t.seconds.toFixed(1), t.tokens, t.seconds > 0 ? (t.tokens / t.seconds).toFixed(0) : '-']),
+  );
+}
+
+/** Perplexity table: one row per (file, context), one ppl column per method, HiP/Streaming vs dense in %. */
+export function perplexityTable(rows: readonly PerplexityRow[], methods: readonly string[]): string {
+  const keys = [...new Set(rows.map((r) => `${r.file}\u0000${r.context}`))];
+  const find = (k: string, m: string) => rows.find((r) => `${r.file}\u0000${r.context}` === k && r.attention === m);
+  const others = methods.includes('dense') ? methods.filter((m) => m !== 'dense') : [];
+  return formatTable(
+    ['file', 'context', 'tokens', ...methods.map((m) => `ppl ${m}`), ...others.map((m) => `${m} vs dense`)],
+    keys.map((k) => {
+      const [file, context] = k.split('\u0000');
+      const any = rows.find((r) => `${r.file}\u0000${r.context}` === k)!;
+      const dense = find(k, 'dense');
+      return [
+        file!,
+        context!,
+        any.tokens,
+        ...methods.map((m) => find(k, m)?.ppl.toFixed(3) ?? '-'),
+        ...others.map((m) => {
+          const r = find(k, m);
+          return r && dense ? `${((r.ppl / dense.ppl - 1) * 100).toFixed(2)} %` : '-';
+        }),
+      ];
+    }),
+  );
+}
+
+/** Retrieval table: one row per (length, depth), accuracy per method; then a mean row per length. */
+export function retrievalTable(rows: readonly RetrievalRow[], methods: readonly string[]): string {
+  const lengths = [...new Set(rows.map((r) => r.length))].sort((a, b) => a - b);
+  const depths = [...new Set(rows.map((r) => r.depth))].sort((a, b) => a - b);
+  const pct = (c: number, t: number) => (t > 0 ? `${((100 * c) / t).toFixed(0)} %` : '-');
+  const body: string[][] = [];
+  for (const length of lengths) {
+    for (const depth of depths) {
+      const cells = methods.map((m) => rows.find((r) => r.length === length && r.depth === depth && r.attention === m));
+      if (cells.every((c) => !c)) continue;
+      body.push([String(length), `${+(depth * 100).toFixed(1)} %`, ...cells.map((c) => (c ? `${pct(c.correct, c.trials)} (${c.correct}/${c.trials})` : '-'))]);
+    }
+    const mean = methods.map((m) => {
+      const mine = rows.filter((r) => r.length === length && r.attention === m);
+      const t = mine.reduce((s, r) => s + r.trials, 0);
+      return t > 0 ? pct(mine.reduce((s, r) => s + r.correct, 0), t) : '-';
+    });
+    body.push([String(length), 'mean', ...mean]);
+  }
+  return formatTable(['length', 'depth', ...methods], body);
+}
+
+function summaryTable(rows: readonly RetrievalRow[], timings: readonly MethodTiming[]): string {
+  const acc = accuracyByMethod(rows);
+  return formatTable(
+    ['attention', 'accuracy', 'correct/trials', 'time (s)', 'tokens/s'],
+    timings.map((t) => {
+      const a = acc.get(t.attention);
+      return [
+        t.attention,
+        a ? `${(100 * a.accuracy).toFixed(1)} %` : '-',
+        a ? `${a.correct}/${a.trials}` : '-',
+        t.seconds.toFixed(1),
+        t.seconds > 0 ? (t.tokens / t.seconds).toFixed(0) : '-',
+      ];
+    }),
+  );
+}
+
+export interface RetrievalCommandSpec {
+  task: 'passkey' | 'kv' | 'niah' | 'demo';
+  chartTask: string;
+  opts: CommonOpts;
+  options: Record<string, unknown>;
+  makeTask: (tokenizer: TextTokenizer) => RetrievalTask;
+  lengths: number[];
+  depths: number[];
+  trials: number;
+}
+
+/** Runs a retrieval task end to end: progress, JSON after each cell, tables, chart. */
+export async function runRetrievalCommand(s: RetrievalCommandSpec): Promise<{ rows: RetrievalRow[]; timings: MethodTiming[]; interrupted: boolean }> {
+  checkOutputs(s.opts);
+  const session = new EvalSession<RetrievalRow>(s.task, s.opts, s.options);
+  const methods = s.opts.attention;
+  console.error(
+    `${s.chartTask}: ${basename(session.modelPath)}, attention ${methods.join(', ')}, lengths ${s.lengths.join(',')}, depths ${s.depths.join(',')}, ${s.trials} trial${s.trials === 1 ? '' : 's'} per cell`,
+  );
+  session.start();
+  let result;
+  try {
+    result = await runRetrieval(
+      s.makeTask,
+      { methods, lengths: s.lengths, depths: s.depths, trials: s.trials },
+      session.loader(),
+      {
+        signal: session.controller.signal,
+        onProgress: session.progress,
+        onCell: (_row, rows, timings) => session.save(rows, [...timings]),
+      },
+    );
+  } finally {
+    session.stop();
+  }
+  await session.save(result.rows, result.timings, { incomplete: result.interrupted, outputs: result.outputs });
+  console.log(`\n${s.chartTask} accuracy (${session.doc.device}):\n`);
+  console.log(retrievalTable(result.rows, methods));
+  console.log('');
+  console.log(summaryTable(result.rows, result.timings));
+  if (result.interrupted) console.log(`\ninterrupted: ${result.rows.length} finished cell${result.rows.length === 1 ? '' : 's'} kept`);
+  if (s.opts.chart && result.rows.length > 0) {
+    await writeChart(retrievalChartSpec(result.rows, { task: s.chartTask, subtitle: chartSubtitle(result.rows, session.modelPath, session.doc.device) }), s.opts.chart);
+    console.error(`chart: ${s.opts.chart}`);
+  }
+  if (s.opts.json) console.error(`results: ${s.opts.json}`);
+  return result;
+}
+
+function chartSubtitle(rows: readonly RetrievalRow[], model: string, device: string): string {
+  const trials = [...new Set(rows.map((r) => r.trials))].join('/');
+  return `${basename(model)} on ${device}; ${trials} trial(s) per cell; depth 0% = start of the context, 100% = just before the question`;
+}
+
+export function registerEval(program: Command): void {
+  const evalCmd = program.command('eval').description('long-context evaluation: perplexity, passkey, key–value retrieval, needle-in-a-haystack, HiP mask recall');
+
+  // ---- ppl ----
+  const ppl = evalCmd
+    .command('ppl')
+    .description('perplexity over non-overlapping windows of text files (BOS + window, every token scored), per context length and attention method')
+    .option('--file <file>', 'a text file (repeat for several)', collect)
+    .option('--context <tokens>', 'comma-separated window lengths', intListArg('--context'), [1024, 2048, 4096, 8192])
+    .option('--max-windows <n>', 'at most this many windows per file and context, from the file start', intArg('--max-windows'), 64);
+  addCommonOptions(ppl);
+  ppl.action(async (opts: CommonOpts & { file?: string[]; context: number[]; maxWindows: number }) => {
+    checkOutputs(opts);
+    if (!opts.file || opts.file.length === 0) throw new HipAttnError('INVALID_OPTION', 'give at least one --file');
+    const files: TextFile[] = await Promise.all(opts.file.map(async (f) => ({ name: basename(f), text: await readText(f, '--file') })));
+    const session = new EvalSession<PerplexityRow>('ppl', opts, { files: opts.file, contexts: opts.context, maxWindows: opts.maxWindows });
+    console.error(`perplexity: ${basename(session.modelPath)}, attention ${opts.attention.join(', ')}, contexts ${opts.context.join(',')}, at most ${opts.maxWindows} windows per file and context`);
+    session.start();
+    let result;
+    try {
+      result = await runPerplexity(files, { methods: opts.attention, contexts: opts.context, maxWindows: opts.maxWindows }, session.loader(), {
+        signal: session.controller.signal,
+        onProgress: session.progress,
+        onCell: (_r, rows, timings) => session.save(rows, [...timings]),
+      });
+    } finally {
+      session.stop();
+    }
+    await session.save(result.rows, result.timings, { incomplete: result.interrupted });
+    for (const f of files) {
+      const missing = opts.context.filter((c) => !result.rows.some((r) => r.file === f.name && r.context === c));
+      if (missing.length > 0 && !result.interrupted) console.error(`note: ${f.name} is shorter than ${missing.join(', ')} tokens: no window at that context`);
+    }
+    console.log(`\nperplexity (${session.doc.device}):\n`);
+    console.log(perplexityTable(result.rows, opts.attention));
+    console.log('');
+    console.log(timingTable(result.timings));
+    if (result.interrupted) console.log(`\ninterrupted: ${result.rows.length} finished cell${result.rows.length === 1 ? '' : 's'} kept`);
+    if (opts.chart && result.rows.length > 0) {
+      await writeChart(perplexityChartSpec(result.rows, { subtitle: `${basename(session.modelPath)} on ${session.doc.device}; lower is better; non-overlapping windows, every token scored` }), opts.chart);
+      console.error(`chart: ${opts.chart}`);
+    }
+    if (opts.json) console.error(`results: ${opts.json}`);
+    if (result.interrupted) process.exitCode = 130;
+  });
+
+  // ---- passkey ----
+  const passkey = evalCmd
+    .command('passkey')
+    .description('passkey retrieval: "The pass key is NNNNN. Remember it. NNNNN is the pass key." at each depth of filler prose, then the question')
+    .option('--haystack <file>', 'filler prose for the plain layout (default: the embedded Northanger Abbey excerpt)');
+  addRetrievalOptions(passkey, { lengths: '2048,4096,8192', trials: 10 });
+  addCommonOptions(passkey);
+  passkey.action(async (opts: CommonOpts & { haystack?: string; lengths: number[]; depths: number[]; trials: number; seed: number; format: PromptLayout }) => {
+    if (opts.format === 'landmark' && opts.haystack) console.error('note: the landmark layout uses its standard filler sentences; --haystack is not used');
+    const text = opts.format === 'plain' ? await readText(opts.haystack ?? defaultHaystackPath(), '--haystack') : '';
+    const r = await runRetrievalCommand({
+      task: 'passkey',
+      chartTask: 'passkey',
+      opts: opts,
+      options: { lengths: opts.lengths, depths: opts.depths, trials: opts.trials, seed: opts.seed, format: opts.format, haystack: opts.format === 'plain' ? (opts.haystack ?? defaultHaystackPath()) : undefined },
+      makeTask: (tokenizer) => passkeyTask({ tokenizer, layout: opts.format, seed: opts.seed, haystack: opts.format === 'plain' ? new Haystack(tokenizer, text, basename(opts.haystack ?? defaultHaystackPath())) : undefined }),
+      lengths: opts.lengths,
+      depths: opts.depths,
+      trials: opts.trials,
+    });
+    if (r.interrupted) process.exitCode = 130;
+  });
+
+  // ---- kv ----
+  const kv = evalCmd
+    .command('kv')
+    .description('RULER-style key–value retrieval: many "key K: value V" lines (8 hex digits), then a query for the key at each depth');
+  addRetrievalOptions(kv, { lengths: '2048,4096,8192', trials: 10 });
+  addCommonOptions(kv);
+  kv.action(async (opts: CommonOpts & { lengths: number[]; depths: number[]; trials: number; seed: number; format: PromptLayout }) => {
+    const r = await runRetrievalCommand({
+      task: 'kv',
+      chartTask: 'key–value retrieval',
+      opts: opts,
+      options: { lengths: opts.lengths, depths: opts.depths, trials: opts.trials, seed: opts.seed, format: opts.format },
+      makeTask: (tokenizer) => kvTask({ tokenizer, layout: opts.format, seed: opts.seed }),
+      lengths: opts.lengths,
+      depths: opts.depths,
+      trials: opts.trials,
+    });
+    if (r.interrupted) process.exitCode = 130;
+  });
+
+  // ---- niah ----
+  const niah = evalCmd
+    .command('niah')
+    .description('needle-in-a-haystack: a needle sentence at each depth of filler prose, then a question; correct when the output contains the answer')
+    .requiredOption('--needle <text>', 'the sentence hidden in the prose')
+    .requiredOption('--question <text>', 'the question asked after the prose')
+    .requiredOption('--answer <text>', 'expected answer (case-insensitive substring of the output)')
+    .option('--haystack <file>', 'filler prose (default: the embedded Northanger Abbey excerpt)')
+    .option('--max-new-tokens <n>', 'greedy tokens generated per trial', intArg('--max-new-tokens'), 32);
+  addRetrievalOptions(niah, { lengths: '2048,4096,8192', trials: 5 });
+  addCommonOptions(niah);
+  niah.action(
+    async (opts: CommonOpts & { needle: string; question: string; answer: string; haystack?: string; maxNewTokens: number; lengths: number[]; depths: number[]; trials: number; seed: number; format: PromptLayout }) => {
+      const path = opts.haystack ?? defaultHaystackPath();
+      const text = await readText(path, '--haystack');
+      if (opts.maxNewTokens < 1) throw new HipAttnError('INVALID_OPTION', '--max-new-tokens must be ≥ 1');
+      const r = await runRetrievalCommand({
+        task: 'niah',
+        chartTask: 'needle-in-a-haystack',
+        opts: opts,
+        options: {
+          lengths: opts.lengths,
+          depths: opts.depths,
+          trials: opts.trials,
+          seed: opts.seed,
+          format: opts.format,
+          haystack: path,
+          needle: opts.needle,
+          question: opts.question,
+          answer: opts.answer,
+          maxNewTokens: opts.maxNewTokens,
+        },
+        makeTask: (tokenizer) =>
+          niahTask({ tokenizer, layout: opts.format, seed: opts.seed, haystack: new Haystack(tokenizer, text, basename(path)), needle: opts.needle, question: opts.question, answer: opts.answer, maxNewTokens: opts.maxNewTokens }),
+        lengths: opts.lengths,
+        depths: opts.depths,
+        trials: opts.trials,
+      });
+      if (r.interrupted) process.exitCode = 130;
+    },
+  );
+}
