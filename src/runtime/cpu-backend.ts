@@ -37,7 +37,7 @@ export async function createCpuBackend(
       const want = options.logits ?? 'last';
       const vocab = config.vocabSize;
       const all = want === 'all' ? new Float32Array(tokens.length * vocab) : undefined;
-      let last = new Float32Array(0);
+      let last: Float32Array = new Float32Array(0);
       for (let s = 0; s < tokens.length; s += chunk) {
         const part = Array.from({ length: Math.min(chunk, tokens.length - s) }, (_, i) => tokens[s + i]!);
         const isLast = s + part.length === tokens.length;
