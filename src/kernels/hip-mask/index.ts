@@ -60,6 +60,14 @@ export interface HipMaskEstimatorOptions {
   workgroupSize?: number;
   /** Matrix paths: subgroups per workgroup (default: most that fit in workgroup memory, ≤ 4). */
   matrixSubgroups?: number;
+  /**
+   * Which kernels to compile up front: 'prefill' (query blocks of several strided queries) and
+   * 'decode' (one query per block, e.g. queryLength 1). Default both; encoding a problem whose
+   * kind was not compiled throws.
+   */
+  kinds?: readonly ('prefill' | 'decode')[];
+  /** Cap on one storage binding below the device limit (tests of the binding split). */
+  maxBindingBytes?: number;
 }
 
 /** q and k of one estimation; shape as for the CPU reference (queryOffset, keyCapacity…). */
@@ -114,7 +122,15 @@ export async function createHipMaskEstimator(gpu: GpuContext, opts: HipMaskEstim
   const bindings = [['uniform', 'read-only-storage', 'read-only-storage', 'storage']] as const;
   const compile = (v: HipMaskVariant) =>
     gpu.pipelines.computePipeline({ name: `hip-mask/${v.path}-${v.dtype}`, code: hipMaskWgsl(v), bindings: bindings.map((g) => [...g]) });
-  const [pPrefill, pDecode] = await Promise.all([compile(prefill), compile(decode)]);
+  const kinds = opts.kinds ?? ['prefill', 'decode'];
+  const [pPrefill, pDecode] = await Promise.all([
+    kinds.includes('prefill') ? compile(prefill) : null,
+    kinds.includes('decode') ? compile(decode) : null,
+  ]);
+  const limitGpu: GpuContext =
+    opts.maxBindingBytes === undefined
+      ? gpu
+      : { ...gpu, limits: { ...gpu.limits, maxStorageBufferBindingSize: Math.min(gpu.limits.maxStorageBufferBindingSize, opts.maxBindingBytes) } };
 
   const n = options.topK / options.blockSizeK;
   const masks = new Map<string, GPUBuffer>();
@@ -132,6 +148,9 @@ export async function createHipMaskEstimator(gpu: GpuContext, opts: HipMaskEstim
     const useDecode = rowsPerHead === 1;
     const variant = useDecode ? decode : prefill;
     const compiled = useDecode ? pDecode : pPrefill;
+    if (!compiled) {
+      throw new OptionError(`hip-mask: this estimator was created with kinds [${kinds.join(', ')}]; this problem needs '${useDecode ? 'decode' : 'prefill'}'`);
+    }
     checkTensor('q', problem.q, s.batch, s.heads, s.queryLength, s.headDim, eb, variant);
     checkTensor('k', problem.k, s.batch, s.kvHeads, s.keyLength, s.headDim, eb, variant);
     // (i·numBlocks) must fit in u32 in the node initialisation.
@@ -172,7 +191,7 @@ export async function createHipMaskEstimator(gpu: GpuContext, opts: HipMaskEstim
     const planKey = JSON.stringify([s, tensorKey(problem.q), tensorKey(problem.k), buffer.size, useDecode]);
     let plan = plans.get(planKey);
     if (!plan) {
-      const dispatches = planDispatches(gpu, { shape: s, options, q: problem.q, k: problem.k, dtype, outBuffer: buffer, numQueryBlocks, n });
+      const dispatches = planDispatches(limitGpu, { shape: s, options, q: problem.q, k: problem.k, dtype, outBuffer: buffer, numQueryBlocks, n });
       const uniforms = dispatches.map((dp) =>
         createUniformBuffer(gpu, Params, paramsFor(s, options, problem, dp, numQueryBlocks), 'hip-mask params'),
       );
@@ -284,6 +303,7 @@ function paramsFor(
     window: o.slidingWindow,
     repFirst: o.representative === 'first' ? 1 : 0,
     keysPerBlock: Math.ceil(o.blockSizeK / o.blockStrideK),
+    headDim: s.headDim,
     qOff: ((q.offset ?? 0) - dp.q.firstElement) >>> 0,
     qsB: q.strideBatch,
     qsH: q.strideHead,

@@ -98,7 +98,9 @@ export function chooseVariant(gpu: GpuContext, req: VariantRequest): HipMaskVari
 
   if (path === 'scalar') {
     const wg = req.workgroupSize ?? Math.min(req.kind === 'decode' ? 1024 : 256, maxInv);
-    const rowBlock = Math.min(16, rowsMax);
+    // Rows per pass over a key: more rows = fewer key reloads; software rasterizers (lavapipe,
+    // SwiftShader) compile the unrolled accumulators slowly and gain nothing, so use 4 there.
+    const rowBlock = Math.min(gpu.adapterInfo.isFallbackAdapter ? 4 : 8, rowsMax);
     let rowsCap = Math.ceil(rowsMax / rowBlock) * rowBlock;
     const make = (rows: number, rb: number): HipMaskVariant => ({
       ...base,

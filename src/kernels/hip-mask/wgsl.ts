@@ -73,6 +73,7 @@ export const PARAM_FIELDS = [
   'window',
   'repFirst',
   'keysPerBlock',
+  'headDim',
   'qOff',
   'qsB',
   'qsH',
@@ -263,8 +264,11 @@ fn scoreChunk(count: u32, kBase: u32, posBase: u32, rc: u32, rs: u32, re: u32, t
     let kRow = kBase + t * params.ksT;
     var best = LOWEST;
     var any = false;
+    // (a uniform bound, not the constant DW: lavapipe's LLVM takes minutes to compile the
+    // fully unrolled loop)
+    let dw = params.headDim / ${W}u;
     for (var r0 = 0u; r0 < rc; r0 += ${RB}u) {
-${decl}      for (var c = 0u; c < DW; c++) {
+${decl}      for (var c = 0u; c < dw; c++) {
         let kv = ${v.vec4 ? 'loadK4' : 'loadK1'}(kRow + c * ${W}u);
 ${inner}      }
 ${finish}    }
@@ -279,7 +283,7 @@ ${finish}    }
     const ET = f16 ? 'f16' : 'f32';
     const CH = f16 ? 8 : 4; // elements per load
     const chunksPerKey = D / CH;
-    const gatherPerLane = Math.ceil((m.N * chunksPerKey) / m.subgroupSize);
+    const gatherPerLane = Math.ceil(chunksPerKey / (m.subgroupSize / m.N));
     qDecl = `const QS = ${QS}u; // row stride (elements) of query and key tiles in workgroup memory
 const MT = ${MT}u;
 const SGS = ${m.subgroupSize}u;
@@ -307,21 +311,20 @@ fn loadQueries(qBase: u32, rc: u32, tid: u32) {
     ${writeChunk('qh', `r * QS + c * CHUNK`, 'w')}
   }
 }`;
-    // Gather: lane l of subgroup s loads chunks j = l, l + SGS, … of the tile's N keys.
+    // Gather: lane l of a subgroup loads key column l % TN of the tile, chunks l / TN,
+    // l / TN + SGS / TN, … (16 lanes read 16 rows at the same offset: full 32-byte sectors).
+    const parts = m.subgroupSize / m.N;
     const gatherDecl = unrolled(gatherPerLane, (i) => `  var g${i} = Chunk();\n`);
     const gatherLoad = (tileExpr: string) =>
-      unrolled(gatherPerLane, (i) => {
-        const j = `(lane + ${i * m.subgroupSize}u)`;
-        return `    { let j = ${j}; g${i} = Chunk();
-      if (j < ${m.N * chunksPerKey}u) {
-        let kr = keyRow(${tileExpr} * TN + j / ${chunksPerKey}u, count, kBase, rs, re);
-        if (kr != NO_KEY) { g${i} = loadKc(kr + (j % ${chunksPerKey}u) * CHUNK); }
-      } }\n`;
-      });
-    const gatherStore = unrolled(gatherPerLane, (i) => {
-      const j = `(lane + ${i * m.subgroupSize}u)`;
-      return `    { let j = ${j}; if (j < ${m.N * chunksPerKey}u) ${writeChunk('stage', `sb + (j / ${chunksPerKey}u) * QS + (j % ${chunksPerKey}u) * CHUNK`, `g${i}`)} }\n`;
-    });
+      `    {
+      let kr = keyRow(${tileExpr} * TN + lane % TN, count, kBase, rs, re);
+${unrolled(gatherPerLane, (i) => `      g${i} = Chunk();\n`)}      if (kr != NO_KEY) {
+${unrolled(gatherPerLane, (i) => `        { let ch = lane / TN + ${i * parts}u; if (ch < ${chunksPerKey}u) { g${i} = loadKc(kr + ch * CHUNK); } }\n`)}      }
+    }\n`;
+    const gatherStore = unrolled(
+      gatherPerLane,
+      (i) => `    { let ch = lane / TN + ${i * parts}u; if (ch < ${chunksPerKey}u) ${writeChunk('stage', `sb + (lane % TN) * QS + ch * CHUNK`, `g${i}`)} }\n`,
+    );
     const mma = realMatrix
       ? `    for (var mt = 0u; mt < MT; mt++) {
       var accm = subgroup_matrix_result<f32, TN, TM>();
@@ -337,7 +340,7 @@ fn loadQueries(qBase: u32, rc: u32, tid: u32) {
       let r = e / TN;
       let c = e % TN;
       var s = 0.0f;
-      for (var dd = 0u; dd < ${D}u; dd++) { s += f32(qh[r * QS + dd]) * f32(stage[sb + c * QS + dd]); }
+      for (var dd = 0u; dd < params.headDim; dd++) { s += f32(qh[r * QS + dd]) * f32(stage[sb + c * QS + dd]); }
       res[rb + r * TN + c] = s;
     }`;
     const rowParts = m.subgroupSize / m.N;

@@ -1,0 +1,234 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { estimateHipMask } from '../../attention/cpu/hip-mask.js';
+import type { HipOptions } from '../../attention/options.js';
+import { HipAttnError } from '../../errors.js';
+import type { StorageType } from '../types.js';
+import { getTestGpu, testSeed } from '../../../test/gpu-helpers.js';
+import { createHipMaskEstimator, hipMaskCost, readGpuHipMask, uploadHipMask, type HipMaskEstimatorOptions } from './index.js';
+import { compareMasks, cpuMask, randomCpuProblem, uploadProblem, type MaskProblemSpec } from './testing.js';
+
+const gpu = await getTestGpu();
+afterAll(() => gpu?.destroy());
+
+/** Small options: many rounds at small T (n = 16 nodes of 4-key blocks, 8 strided queries). */
+const SMALL: Partial<HipOptions> = { topK: 64, blockSizeK: 4, blockSizeQ: 16, blockStrideQ: 2, sinkTokens: 8, slidingWindow: 32 };
+
+interface RunResult {
+  equal: number;
+  recall: number;
+  slots: number;
+  firstDiff?: unknown;
+}
+
+async function run(
+  name: string,
+  spec: MaskProblemSpec,
+  options: Partial<HipOptions>,
+  dtype: StorageType,
+  est: Omit<HipMaskEstimatorOptions, 'dtype' | 'headDim' | 'options'> = {},
+): Promise<RunResult> {
+  const seed = testSeed(name);
+  const cpu = randomCpuProblem(seed, spec, dtype);
+  const ref = cpuMask(cpu, options);
+  const kind = Math.ceil(Math.min(options.blockSizeQ ?? 64, spec.queryLength) / (options.blockStrideQ ?? 2)) === 1 ? 'decode' : 'prefill';
+  const e = await createHipMaskEstimator(gpu!, { dtype, headDim: spec.headDim, options, kinds: [kind], ...est });
+  const p = uploadProblem(gpu!, cpu, spec, dtype);
+  try {
+    const enc = gpu!.device.createCommandEncoder();
+    const m = e.encode(enc, p);
+    gpu!.device.queue.submit([enc.finish()]);
+    const got = await readGpuHipMask(gpu!, m);
+    const c = compareMasks(got, ref);
+    const v = e.variants[kind];
+    console.log(
+      `${name}: ${v.path}/${v.dtype}${v.accurate ? '/compensated' : ''} rows ${v.rowsCap} wg ${v.workgroupSize}: ` +
+        `${c.equalSlots}/${c.slots} query-block masks equal (${(100 * c.fractionEqual).toFixed(2)} %), recall ${c.recall.toFixed(5)}`,
+    );
+    return { equal: c.fractionEqual, recall: c.recall, slots: c.slots, firstDiff: c.firstDiff };
+  } finally {
+    p.destroy();
+    e.destroy();
+  }
+}
+
+describe.skipIf(!gpu)('HiP mask estimation on the GPU vs estimateHipMask', () => {
+  it('f32: equal masks with GQA 4, ragged length, many rounds (small options)', async () => {
+    const r = await run('hip-mask gqa4 ragged', { batch: 1, heads: 4, kvHeads: 1, queryLength: 1500, keyLength: 1500, headDim: 64 }, SMALL, 'f32');
+    expect(r.firstDiff).toBeUndefined();
+    expect(r.equal).toBe(1);
+  });
+
+  it("f32: head groups spanning KV heads, representative 'first', strided keys, batch 2, q as [tokens, heads, d], offsets", async () => {
+    const r = await run(
+      'hip-mask groups first',
+      { batch: 2, heads: 4, kvHeads: 4, queryLength: 611, keyLength: 611, headDim: 64, qLayout: 'bthd', qOffset: 64, kOffset: 128, keyCapacity: 700 },
+      { ...SMALL, headGroupSize: 2, representative: 'first', blockStrideK: 2 },
+      'f32',
+    );
+    expect(r.firstDiff).toBeUndefined();
+    expect(r.equal).toBe(1);
+  });
+
+  it('f32: chunked prefill (query offset) with GQA 8', async () => {
+    const r = await run(
+      'hip-mask chunked gqa8',
+      { batch: 1, heads: 8, kvHeads: 1, queryLength: 333, keyLength: 1733, queryOffset: 1400, keyCapacity: 1800, headDim: 64 },
+      SMALL,
+      'f32',
+    );
+    expect(r.firstDiff).toBeUndefined();
+    expect(r.equal).toBe(1);
+  });
+
+  it('f32: exact ties (small integer inputs) are broken towards the lower block, as on the CPU', async () => {
+    const r = await run(
+      'hip-mask ties',
+      { batch: 1, heads: 2, kvHeads: 1, queryLength: 900, keyLength: 900, headDim: 64, values: 'integer' },
+      { ...SMALL, representative: 'first' },
+      'f32',
+    );
+    expect(r.firstDiff).toBeUndefined();
+    expect(r.equal).toBe(1);
+  });
+
+  it('f32: HIP.md defaults at 2.5k tokens, head dim 128', async () => {
+    const r = await run('hip-mask defaults', { batch: 1, heads: 2, kvHeads: 1, queryLength: 2500, keyLength: 2500, headDim: 128 }, {}, 'f32');
+    expect(r.firstDiff).toBeUndefined();
+    expect(r.equal).toBe(1);
+  });
+
+  it('f32: decode refresh (queryLength 1), batch 2, GQA 4, defaults', async () => {
+    const r = await run(
+      'hip-mask decode',
+      { batch: 2, heads: 8, kvHeads: 2, queryLength: 1, keyLength: 5000, keyCapacity: 5120, headDim: 128 },
+      {},
+      'f32',
+    );
+    expect(r.firstDiff).toBeUndefined();
+    expect(r.equal).toBe(1);
+  });
+
+  it('f16 storage (plain f32 accumulation): recall ≥ 0.99 vs the CPU on the same f16-rounded inputs', async () => {
+    const r = await run('hip-mask f16', { batch: 1, heads: 4, kvHeads: 1, queryLength: 1500, keyLength: 1500, headDim: 64 }, SMALL, 'f16');
+    expect(r.recall).toBeGreaterThanOrEqual(0.99);
+  });
+
+  it('f32 without compensated dots: recall ≥ 0.99 (fraction of equal masks logged)', async () => {
+    const r = await run('hip-mask f32 plain', { batch: 1, heads: 4, kvHeads: 1, queryLength: 1500, keyLength: 1500, headDim: 64 }, SMALL, 'f32', {
+      accurate: false,
+    });
+    expect(r.recall).toBeGreaterThanOrEqual(0.99);
+  });
+
+  it('tensor-core data flow (matrix path, matrix ops emulated), f16: recall ≥ 0.99', async () => {
+    if (!gpu!.features.shaderF16) return;
+    const r = await run(
+      'hip-mask matrix-emulated f16',
+      { batch: 1, heads: 4, kvHeads: 1, queryLength: 1500, keyLength: 1500, headDim: 64 },
+      SMALL,
+      'f16',
+      { path: 'matrix-emulated' },
+    );
+    expect(r.recall).toBeGreaterThanOrEqual(0.99);
+  });
+
+  it('tensor-core data flow (matrix path, matrix ops emulated), f32, head groups and strided keys: equal masks', async () => {
+    const r = await run(
+      'hip-mask matrix-emulated f32',
+      { batch: 2, heads: 4, kvHeads: 2, queryLength: 700, keyLength: 700, headDim: 64, qLayout: 'bthd' },
+      { ...SMALL, headGroupSize: 2, blockStrideK: 2 },
+      'f32',
+      { path: 'matrix-emulated' },
+    );
+    expect(r.recall).toBeGreaterThanOrEqual(0.999);
+  });
+
+  it.runIf(gpu?.features.subgroupMatrix)('tensor cores (subgroup matrices), f16, defaults: recall ≥ 0.99', async () => {
+    const r = await run(
+      'hip-mask matrix f16',
+      { batch: 1, heads: 4, kvHeads: 1, queryLength: 3000, keyLength: 3000, headDim: 128 },
+      {},
+      'f16',
+      { path: 'matrix' },
+    );
+    expect(r.recall).toBeGreaterThanOrEqual(0.99);
+  });
+
+  it('splits q, k and mask bindings over several dispatches when they exceed the binding limit', async () => {
+    const r = await run(
+      'hip-mask split bindings',
+      { batch: 2, heads: 4, kvHeads: 1, queryLength: 700, keyLength: 700, headDim: 64 },
+      SMALL,
+      'f32',
+      { maxBindingBytes: 256 * 1024 },
+    );
+    expect(r.firstDiff).toBeUndefined();
+    expect(r.equal).toBe(1);
+    // the split really happened
+    const e = await createHipMaskEstimator(gpu!, { dtype: 'f32', headDim: 64, options: SMALL, kinds: ['prefill'], maxBindingBytes: 256 * 1024 });
+    const cpu = randomCpuProblem(1, { batch: 2, heads: 4, kvHeads: 1, queryLength: 700, keyLength: 700, headDim: 64 }, 'f32');
+    const p = uploadProblem(gpu!, cpu, { batch: 2, heads: 4, kvHeads: 1, queryLength: 700, keyLength: 700, headDim: 64 }, 'f32');
+    expect(e.describe(p).dispatches.length).toBeGreaterThan(1);
+    p.destroy();
+    e.destroy();
+  });
+
+  it('refuses a KV head that no binding can hold, naming bytes needed and the limit', async () => {
+    const spec = { batch: 1, heads: 2, kvHeads: 1, queryLength: 300, keyLength: 300, headDim: 64 };
+    const e = await createHipMaskEstimator(gpu!, { dtype: 'f32', headDim: 64, options: SMALL, kinds: ['prefill'], maxBindingBytes: 16 * 1024 });
+    const p = uploadProblem(gpu!, randomCpuProblem(2, spec, 'f32'), spec, 'f32');
+    const enc = gpu!.device.createCommandEncoder();
+    let err: unknown;
+    try {
+      e.encode(enc, p);
+    } catch (x) {
+      err = x;
+    }
+    expect(err).toBeInstanceOf(HipAttnError);
+    expect((err as HipAttnError).code).toBe('OUT_OF_MEMORY');
+    expect((err as Error).message).toMatch(/keys of one \(batch, KV head\) need a 75\.00 KiB .*maxStorageBufferBindingSize of 16\.00 KiB/);
+    p.destroy();
+    e.destroy();
+  });
+
+  it('reuses the mask buffer for the same shape, writes into a given mask, and checks shapes', async () => {
+    const spec = { batch: 1, heads: 2, kvHeads: 1, queryLength: 200, keyLength: 200, headDim: 64 };
+    const e = await createHipMaskEstimator(gpu!, { dtype: 'f32', headDim: 64, options: SMALL, kinds: ['prefill'] });
+    const cpu = randomCpuProblem(3, spec, 'f32');
+    const p = uploadProblem(gpu!, cpu, spec, 'f32');
+    const enc = gpu!.device.createCommandEncoder();
+    const m1 = e.encode(enc, p);
+    const m2 = e.encode(enc, p);
+    expect(m2.buffer).toBe(m1.buffer);
+    const ref = cpuMask(cpu, SMALL);
+    const mine = uploadHipMask(gpu!, { ...ref, blockStarts: new Int32Array(ref.blockStarts.length).fill(7) });
+    const m3 = e.encode(enc, p, mine);
+    expect(m3.buffer).toBe(mine.buffer);
+    gpu!.device.queue.submit([enc.finish()]);
+    expect(compareMasks(await readGpuHipMask(gpu!, m3), ref).fractionEqual).toBe(1);
+    const other = uploadHipMask(gpu!, estimateHipMask({ ...cpu, shape: { ...cpu.shape } }, { ...SMALL, topK: 32 }, { checkFinite: false }));
+    expect(() => e.encode(gpu!.device.createCommandEncoder(), p, other)).toThrow(/out mask is/);
+    expect(() => e.encode(gpu!.device.createCommandEncoder(), { ...p, shape: { ...p.shape, headDim: 128 } })).toThrow(/headDim/);
+    mine.buffer.destroy();
+    other.buffer.destroy();
+    p.destroy();
+    e.destroy();
+  });
+});
+
+describe('hipMaskCost', () => {
+  it('bounds the CPU reference’s q·k products and grows like T log T', () => {
+    const shape = { batch: 1, heads: 1, kvHeads: 1, queryLength: 3000, keyLength: 3000, headDim: 8 };
+    const rng = randomCpuProblem(5, { ...shape }, 'f32');
+    const ref = estimateHipMask({ q: rng.q, k: rng.k, v: rng.v, shape }, {}, { checkFinite: false });
+    const c = hipMaskCost(shape, {}, 'f32');
+    const products = c.flops / (2 * shape.headDim);
+    expect(products).toBeGreaterThanOrEqual(ref.qkProducts);
+    expect(products).toBeLessThanOrEqual(1.5 * ref.qkProducts);
+    const big = hipMaskCost({ batch: 1, heads: 32, kvHeads: 8, queryLength: 131072, keyLength: 131072, headDim: 128 }, {}, 'f16');
+    // ≈ 3.8 TFLOP at 128k for H = 32, d = 128 (HIP.md's 2n·log2(T/k) tiles of 32 × 2)
+    expect(big.flops / 1e12).toBeGreaterThan(2.5);
+    expect(big.flops / 1e12).toBeLessThan(5);
+    expect(big.maxRounds).toBe(8);
+  });
+});
