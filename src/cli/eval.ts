@@ -16,7 +16,7 @@ import { type MethodTiming, type ModelLoader, runPerplexity, runRetrieval, type 
 import type { TextTokenizer } from '../model/tokenizer.js';
 import { loadModel } from '../runtime/load.js';
 import { addAttentionOptions, attentionConfigFrom, intArg, intListArg } from './attention-options.js';
-import { addModelOptions } from './generate.js';
+import { addModelOptions, hubOptionsFrom } from './generate.js';
 import { defaultModelPath, packageRoot } from './paths.js';
 import { progressBar } from './progress.js';
 import { formatTable } from './table.js';
@@ -143,7 +143,8 @@ export class EvalSession<Row> {
         device: this.opts.device,
         attention: attentionConfigFrom(this.opts, method),
         contextLength: ctx,
-        onProgress: (e) => loading?.update(e.loaded / e.total, e.item ?? e.stage),
+        hub: hubOptionsFrom(this.opts),
+        onProgress: (e) => loading?.update(e.total > 0 ? e.loaded / e.total : 1, e.item ?? e.stage),
       });
       loading?.stop();
       if (!this.doc.device) this.doc.device = model.backend.description;
@@ -417,4 +418,75 @@ export function registerEval(program: Command): void {
       if (r.interrupted) process.exitCode = 130;
     },
   );
+
+  // ---- recall ----
+  const recall = evalCmd
+    .command('recall')
+    .description('HiP diagnostics on the model\'s real q/k (CPU): per layer and head, mask recall vs the exact top-k, attention mass covered by HiP / exact top-k / StreamingLLM, and whether the last query reads the passkey')
+    .option('--length <tokens>', 'prompt length', intArg('--length'), 4096)
+    .option('--depth <fraction>', 'passkey depth in [0, 1]', (v: string) => depthListArg(v)[0]!, 0.5)
+    .option('--seed <n>', 'seed of the prompt', intArg('--seed'), 1)
+    .option('--haystack <file>', 'filler prose of the passkey prompt (default: the embedded Northanger Abbey excerpt)')
+    .option('--file <file>', 'measure on the first tokens of this text file (BOS + text) instead of a passkey prompt')
+    .addOption(new Option('--propagate <method>', 'activations: dense in every layer, or HiP after --dense-layers as the runtime').choices(['dense', 'hip']).default('dense'))
+    .option('--json <file>', 'write the rows as JSON')
+    .option('--no-progress', 'no progress bar');
+  addModelOptions(recall);
+  addAttentionOptions(recall, false);
+  recall.action(async (opts: Record<string, unknown> & { length: number; depth: number; seed: number; haystack?: string; file?: string; propagate: 'dense' | 'hip'; model?: string; json?: string; progress: boolean }) => {
+    const { openModelString } = await import('../runtime/hub.js');
+    const { maskRecallProfile } = await import('../eval/recall.js');
+    const modelPath = opts.model ?? defaultModelPath();
+    const opened = await openModelString(modelPath, hubOptionsFrom(opts));
+    try {
+      const cfg = resolveAttentionConfig(attentionConfigFrom(opts, 'hip'));
+      const tok = opened.tokenizer;
+      let ids: number[];
+      let needle: [number, number] | undefined;
+      if (opts.file) {
+        const bos = tok.bosTokenId !== undefined ? [tok.bosTokenId] : [];
+        ids = [...bos, ...tok.encode(await readText(opts.file, '--file'), { addBos: false })].slice(0, opts.length);
+        if (ids.length < opts.length) console.error(`note: ${opts.file} has only ${ids.length} tokens`);
+      } else {
+        const path = opts.haystack ?? defaultHaystackPath();
+        const task = passkeyTask({ tokenizer: tok, layout: 'plain', seed: opts.seed, haystack: new Haystack(tok, await readText(path, '--haystack'), basename(path)) });
+        const p = task.build(opts.length, opts.depth, 0);
+        ids = p.ids;
+        needle = p.needle;
+      }
+      console.error(`recall: ${basename(modelPath)}, ${ids.length} tokens${needle ? `, passkey at depth ${opts.depth} (tokens ${needle[0]}–${needle[1] - 1})` : ''}, activations ${opts.propagate}`);
+      const bar = opts.progress !== false ? progressBar('measuring') : undefined;
+      const t0 = performance.now();
+      const rows = await maskRecallProfile(opened, ids, { hip: cfg.hip, streaming: cfg.streaming, needle, propagate: opts.propagate, onProgress: (f, l) => bar?.update(f, l) });
+      bar?.stop();
+      const seconds = (performance.now() - t0) / 1000;
+      const pct = (x: number | undefined) => (x === undefined ? '-' : `${(100 * x).toFixed(1)} %`);
+      const headers = ['layer', 'head', 'runtime', 'query blocks', 'mask recall', 'mass HiP', 'mass top-k', 'mass streaming'];
+      if (needle) headers.push('needle mass (last q)', 'needle read: HiP', 'top-k', 'streaming');
+      console.log(`\nHiP mask recall and attention-mass coverage (${ids.length} tokens, topK ${cfg.hip.topK}, blockSizeQ ${cfg.hip.blockSizeQ}, blockSizeK ${cfg.hip.blockSizeK}, window ${cfg.hip.slidingWindow}; ${seconds.toFixed(1)} s):\n`);
+      console.log(
+        formatTable(
+          headers,
+          rows.map((r) => {
+            const base = [r.layer, r.head, r.runtime, r.queryBlocks, pct(r.recall), pct(r.massHip), pct(r.massTopK), pct(r.massStreaming)];
+            return needle ? [...base, pct(r.needleMass), pct(r.needleHip), pct(r.needleTopK), pct(r.needleStreaming)] : base;
+          }),
+        ),
+      );
+      if (opts.json) {
+        await writeJsonAtomic(opts.json, {
+          task: 'recall',
+          model: modelPath,
+          options: { length: ids.length, depth: opts.file ? undefined : opts.depth, seed: opts.seed, file: opts.file, haystack: opts.file ? undefined : (opts.haystack ?? defaultHaystackPath()), propagate: opts.propagate, hip: cfg.hip, streaming: cfg.streaming, needle },
+          date: new Date().toISOString(),
+          device: 'CPU (float32, JavaScript)',
+          seconds,
+          rows,
+        });
+        console.error(`results: ${opts.json}`);
+      }
+    } finally {
+      await opened.store.close();
+    }
+  });
 }

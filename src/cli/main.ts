@@ -3,6 +3,7 @@
 import { Command } from 'commander';
 import { HipAttnError } from '../errors.js';
 import { registerAttentionDemo } from './attention-demo.js';
+import { registerDemo } from './demo.js';
 import { registerEval } from './eval.js';
 import { registerGenerate } from './generate.js';
 import { registerServe } from './serve.js';
@@ -13,6 +14,7 @@ export function buildProgram(): Command {
   registerAttentionDemo(program);
   registerGenerate(program);
   registerEval(program);
+  registerDemo(program);
   registerServe(program);
   return program;
 }

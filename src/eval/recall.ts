@@ -1,0 +1,184 @@
+/**
+ * Diagnostics of HiP on a real model: run a prompt through the CPU forward pass with a hook on
+ * every layer's attention and measure, on the model's own queries and keys, per layer and head:
+ *
+ * - mask recall: the fraction of the exact top-k key blocks (brute force, same block score as
+ *   the tree search: exactTopKMask) that HiP's tree search (estimateHipMask) also selects;
+ * - attention-mass coverage: for sampled queries (the last query of every query block), the
+ *   fraction of the true (dense) softmax attention mass on the keys HiP reads (sink ∪ selected ∪
+ *   window), on the keys the exact top-k mask would read, and on the keys StreamingLLM reads;
+ * - with a needle (e.g. a passkey prompt): for the last query, the dense attention mass on the
+ *   needle's tokens, and the fraction of needle tokens each method reads.
+ *
+ * Activations are dense by default (every layer attends densely while being measured), so all
+ * layers see the same inputs as with dense attention; `propagate: 'hip'` runs HiP in the layers
+ * where the runtime would (after `denseLayers`), to see how errors compound.
+ */
+import { denseAttention } from '../attention/cpu/dense.js';
+import { estimateHipMask, exactTopKMask } from '../attention/cpu/hip-mask.js';
+import { hipSparseAttention } from '../attention/cpu/hip.js';
+import { hipKeys, streamingKeys } from '../attention/keys.js';
+import { type HipMask, maskSlot } from '../attention/mask.js';
+import { type HipOptions, resolveHipOptions, resolveStreamingOptions, type StreamingOptions } from '../attention/options.js';
+import type { AttentionInput } from '../attention/shape.js';
+import { HipAttnError } from '../errors.js';
+import { LlamaCpu } from '../model/llama-cpu.js';
+import type { OpenedModel } from '../model/load.js';
+import { loadLlamaWeightsF32 } from '../model/weights.js';
+
+export interface RecallRow {
+  layer: number;
+  head: number;
+  /** Method the runtime uses in this layer with HiP ('dense' for the first denseLayers). */
+  runtime: 'dense' | 'hip';
+  /** Query blocks with more candidate key blocks than HiP selects (where the tree search matters). */
+  queryBlocks: number;
+  /** Mean recall of HiP's blocks against the exact top-k blocks over those query blocks. */
+  recall: number;
+  /** Mean fraction of dense attention mass on the keys read by HiP / exact top-k / StreamingLLM. */
+  massHip: number;
+  massTopK: number;
+  massStreaming: number;
+  /** Last query only, when a needle is given: dense attention mass on the needle tokens. */
+  needleMass?: number;
+  /** Fraction of the needle's tokens read by the last query under HiP / exact top-k / StreamingLLM. */
+  needleHip?: number;
+  needleTopK?: number;
+  needleStreaming?: number;
+}
+
+export interface RecallOptions {
+  hip?: Partial<HipOptions>;
+  streaming?: Partial<StreamingOptions>;
+  /** Token range [start, end) of a needle in the prompt. */
+  needle?: [number, number];
+  /** 'dense' (default): dense activations everywhere; 'hip': HiP after denseLayers, as the runtime. */
+  propagate?: 'dense' | 'hip';
+  onProgress?: (fraction: number, label: string) => void;
+}
+
+/** Softmax probabilities of query `i` of head `h` over keys 0 … p (float64). */
+function attentionRow(input: AttentionInput<Float32Array>, h: number, i: number): Float64Array {
+  const { q, k, shape } = input;
+  const d = shape.headDim;
+  const T = shape.queryLength;
+  const cap = shape.keyCapacity ?? shape.keyLength;
+  const p = (shape.queryOffset ?? shape.keyLength - T) + i;
+  const kvh = Math.floor(h / (shape.heads / shape.kvHeads));
+  const qo = (h * T + i) * d;
+  const scale = 1 / Math.sqrt(d);
+  const s = new Float64Array(p + 1);
+  let max = -Infinity;
+  for (let t = 0; t <= p; t++) {
+    const ko = (kvh * cap + t) * d;
+    let dot = 0;
+    for (let c = 0; c < d; c++) dot += q[qo + c]! * k[ko + c]!;
+    s[t] = dot * scale;
+    if (s[t]! > max) max = s[t]!;
+  }
+  let sum = 0;
+  for (let t = 0; t <= p; t++) {
+    s[t] = Math.exp(s[t]! - max);
+    sum += s[t]!;
+  }
+  for (let t = 0; t <= p; t++) s[t] = s[t]! / sum;
+  return s;
+}
+
+function massOf(probs: Float64Array, keys: Int32Array, n: number): number {
+  let m = 0;
+  for (let j = 0; j < n; j++) m += probs[keys[j]!]!;
+  return m;
+}
+
+function fractionIn(keys: Int32Array, n: number, range: [number, number]): number {
+  let hit = 0;
+  for (let j = 0; j < n; j++) if (keys[j]! >= range[0] && keys[j]! < range[1]) hit++;
+  return hit / Math.max(1, range[1] - range[0]);
+}
+
+/** Per-head recall and coverage of one layer's attention input (a whole prefill: queryOffset 0). */
+export function layerRecall(input: AttentionInput<Float32Array>, hip: HipOptions, streaming: StreamingOptions, needle?: [number, number]): Omit<RecallRow, 'layer' | 'runtime'>[] {
+  const T = input.shape.queryLength;
+  const mask = estimateHipMask(input, hip, { checkFinite: false });
+  const exact = exactTopKMask(input, hip, { checkFinite: false });
+  const n = mask.blocksPerQuery;
+  const keys = new Int32Array(input.shape.keyLength);
+  const offset = input.shape.queryOffset ?? input.shape.keyLength - T;
+  const rows: Omit<RecallRow, 'layer' | 'runtime'>[] = [];
+  const read = (m: HipMask, h: number, qb: number, p: number) => hipKeys(p, hip.sinkTokens, hip.slidingWindow, hip.blockSizeK, m.blockStarts, maskSlot(m, 0, h, qb), n, keys);
+  for (let h = 0; h < input.shape.heads; h++) {
+    let recallSum = 0;
+    let blocks = 0;
+    let mh = 0;
+    let mt = 0;
+    let ms = 0;
+    for (let qb = 0; qb < mask.numQueryBlocks; qb++) {
+      const slot = maskSlot(mask, 0, h, qb);
+      const ref = new Set<number>();
+      for (let j = 0; j < n && exact.blockStarts[slot + j]! >= 0; j++) ref.add(exact.blockStarts[slot + j]!);
+      const lastQuery = Math.min(T, (qb + 1) * hip.blockSizeQ) - 1;
+      const p = offset + lastQuery;
+      // Only blocks where the tree search has to choose (more candidate blocks than slots).
+      const candidates = Math.ceil(Math.max(0, p + 1 - hip.slidingWindow - hip.sinkTokens) / hip.blockSizeK);
+      if (candidates <= n || ref.size === 0) continue;
+      let hit = 0;
+      for (let j = 0; j < n && mask.blockStarts[slot + j]! >= 0; j++) if (ref.has(mask.blockStarts[slot + j]!)) hit++;
+      recallSum += hit / ref.size;
+      blocks++;
+      const probs = attentionRow(input, h, lastQuery);
+      mh += massOf(probs, keys, read(mask, h, qb, p));
+      mt += massOf(probs, keys, read(exact, h, qb, p));
+      ms += massOf(probs, keys, streamingKeys(p, streaming.sinkTokens, streaming.slidingWindow, keys));
+    }
+    const row: Omit<RecallRow, 'layer' | 'runtime'> = {
+      head: h,
+      queryBlocks: blocks,
+      recall: blocks > 0 ? recallSum / blocks : 1,
+      massHip: blocks > 0 ? mh / blocks : 1,
+      massTopK: blocks > 0 ? mt / blocks : 1,
+      massStreaming: blocks > 0 ? ms / blocks : 1,
+    };
+    if (needle) {
+      const i = T - 1;
+      const p = offset + i;
+      const qb = Math.floor(i / hip.blockSizeQ);
+      const probs = attentionRow(input, h, i);
+      let nm = 0;
+      for (let t = needle[0]; t < Math.min(needle[1], p + 1); t++) nm += probs[t]!;
+      row.needleMass = nm;
+      row.needleHip = fractionIn(keys, read(mask, h, qb, p), needle);
+      row.needleTopK = fractionIn(keys, read(exact, h, qb, p), needle);
+      row.needleStreaming = fractionIn(keys, streamingKeys(p, streaming.sinkTokens, streaming.slidingWindow, keys), needle);
+    }
+    rows.push(row);
+  }
+  return rows;
+}
+
+/**
+ * Runs `ids` (one prefill) through the model on the CPU and measures every layer and head.
+ * `opened` is an opened model (src/model/load.ts); its store is not closed here.
+ */
+export async function maskRecallProfile(opened: OpenedModel, ids: readonly number[], options: RecallOptions = {}): Promise<RecallRow[]> {
+  const hip = resolveHipOptions(options.hip);
+  const streaming = resolveStreamingOptions(options.streaming);
+  if (ids.length < 2) throw new HipAttnError('INVALID_OPTION', 'the prompt needs at least 2 tokens');
+  const weights = await loadLlamaWeightsF32(opened.config, opened.store);
+  const rows: RecallRow[] = [];
+  const L = opened.config.numLayers;
+  const propagateHip = options.propagate === 'hip';
+  const lm = new LlamaCpu(opened.config, weights, {
+    capacity: ids.length,
+    attention: (layer, input) => {
+      options.onProgress?.(layer / L, `layer ${layer + 1}/${L}`);
+      const runtime = layer < hip.denseLayers ? 'dense' : 'hip';
+      for (const r of layerRecall(input, hip, streaming, options.needle)) rows.push({ layer, runtime, ...r });
+      if (propagateHip && runtime === 'hip') return hipSparseAttention(input, estimateHipMask(input, hip, { checkFinite: false }), { checkFinite: false });
+      return denseAttention(input, { checkFinite: false });
+    },
+  });
+  lm.forward(ids, { chunkSize: ids.length, logits: 'none' });
+  options.onProgress?.(1, 'done');
+  return rows;
+}
