@@ -158,10 +158,24 @@ describe.skipIf(!gpu)('matmul kernels vs CPU', () => {
     }
   });
 
+  it('direct (barrier-free) kernel: vector and scalar K, ragged, bias, accumulate, f16 and f32', async () => {
+    const rng = new Rng(testSeed('matmul direct'));
+    const cases: [Case, number][] = [
+      [{ M: 37, N: 75, K: 64, ...f32io, bias: true, padX: 4, xOffset: 8, opts: { kind: 'direct' } }, TOL_F32],
+      [{ M: 1, N: 130, K: 61, ...f32io, accumulate: true, padY: 3, yOffset: 2, opts: { kind: 'direct' } }, TOL_F32],
+      [{ M: 6, N: 50, K: 44, weight: 'f16', input: 'f32', output: 'f32', bias: true, accumulate: true, opts: { kind: 'direct' } }, TOL_F32],
+      [{ M: 9, N: 33, K: 45, ...f16io, bias: true, opts: { kind: 'direct', direct: { TM: 2, TN: 3, workgroupSize: 16 } } }, TOL_F16],
+    ];
+    for (const [c, tol] of cases) {
+      if (c.output === 'f16' && !gpu!.features.shaderF16) continue;
+      check(await runCase(gpu!, c, rng), tol);
+    }
+  });
+
   it('weights split across bindings (row chunks) give the same result', async () => {
     const rng = new Rng(testSeed('matmul chunks'));
     const maxBindingBytes = 4096; // forces several chunks
-    for (const kind of ['gemv', 'tiled'] as const) {
+    for (const kind of ['gemv', 'tiled', 'direct'] as const) {
       check(await runCase(gpu!, { M: kind === 'gemv' ? 1 : 9, N: 97, K: 64, ...f32io, bias: true, opts: { kind, maxBindingBytes } }, rng), TOL_F32);
       if (gpu!.features.shaderF16) {
         check(await runCase(gpu!, { M: 3, N: 91, K: 33, weight: 'f16', input: 'f32', output: 'f32', accumulate: true, opts: { kind, maxBindingBytes: 9000 } }, rng), TOL_F32);

@@ -51,6 +51,7 @@ export interface SubgroupMatrixTuning {
 /** Defaults: chosen for NVIDIA (32-wide subgroups) and sane elsewhere; the H200 bench sweeps them. */
 export const DEFAULT_GEMV: GemvTuning = { workgroupSize: 256, rows: 4, tokens: 1 };
 export const DEFAULT_TILED = { TM: 4, TN: 4 };
+export const DEFAULT_DIRECT = { TM: 4, TN: 8, workgroupSize: 32 };
 /** On CPU rasterisers (lavapipe) fewer, fatter threads are faster. */
 export const FALLBACK_TILED = { TM: 8, TN: 8 };
 export const DEFAULT_SUBGROUP_MATRIX: SubgroupMatrixTuning = { perSubgroup: [2, 4], subgroups: [2, 2], kTile: 32 };
@@ -90,6 +91,7 @@ export interface LinearOptions {
   kind?: 'auto' | MatmulKind;
   gemv?: Partial<GemvTuning>;
   tiled?: Partial<{ TM: number; TN: number }>;
+  direct?: Partial<{ TM: number; TN: number; workgroupSize: number }>;
   subgroupMatrix?: Partial<SubgroupMatrixTuning>;
   /** Testing: emulate the subgroup-matrix kernel (works on any adapter). */
   emulateSubgroupMatrix?: SubgroupMatrixEmulation;
@@ -113,8 +115,13 @@ export function pickSubgroupMatrixConfig(gpu: GpuContext): SubgroupMatrixConfig 
   return ok[0] ?? null;
 }
 
-/** Which kernel 'auto' uses for M tokens. */
+/**
+ * Which kernel 'auto' uses for M tokens: on GPUs GEMV for one token, else tensor cores where
+ * available, else tiled; on CPU rasterisers (fallback adapters: lavapipe, SwiftShader) the
+ * barrier-free direct kernel for every M.
+ */
 export function chooseKind(gpu: GpuContext, M: number, weightType: StorageType): MatmulKind {
+  if (gpu.adapterInfo.isFallbackAdapter) return 'direct';
   if (M === 1) return 'gemv';
   if (weightType === 'f16' && pickSubgroupMatrixConfig(gpu)) return 'subgroup-matrix';
   return 'tiled';
@@ -154,7 +161,8 @@ export class GpuLinear {
   readonly N: number;
   readonly K: number;
   private readonly chunks: Chunk[];
-  private readonly pipelines = new Map<MatmulKind, { compiled: CompiledPipeline; variant: MatmulVariant }>();
+  /** By `pipeKey`. */
+  private readonly pipelines = new Map<string, { compiled: CompiledPipeline; variant: MatmulVariant }>();
   /** Shared by every GpuLinear that shares this one's uniform buffers. */
   private state: { values: Values; owner: GpuLinear };
 
@@ -225,13 +233,16 @@ export class GpuLinear {
   private kinds(): MatmulKind[] {
     const k = this.options.kind ?? 'auto';
     if (k !== 'auto') return [k];
-    const out: MatmulKind[] = ['gemv'];
-    out.push(chooseKind(this.gpu, 2, this.options.weightType));
-    return out;
+    return [...new Set([chooseKind(this.gpu, 1, this.options.weightType), chooseKind(this.gpu, 2, this.options.weightType)])];
   }
 
-  /** The variant descriptor of a kind for this layer's operands. */
-  variant(kind: MatmulKind): MatmulVariant {
+  /** The direct kernel has a one-token variant (TM = 1): decoding on CPU rasterisers. */
+  private pipeKey(kind: MatmulKind, M: number): string {
+    return kind === 'direct' && M === 1 && !this.options.direct?.TM ? 'direct-1' : kind;
+  }
+
+  /** The variant descriptor of a kind for this layer's operands (for M tokens). */
+  variant(kind: MatmulKind, M = 2): MatmulVariant {
     const o = this.options;
     const base = { weight: o.weightType, input: o.input, output: o.output, compact: o.compact ?? this.gpu.adapterInfo.isFallbackAdapter };
     const ldx = o.ldx ?? o.K;
@@ -246,6 +257,11 @@ export class GpuLinear {
       }
       case 'tiled':
         return { kind, ...base, ...(base.compact ? FALLBACK_TILED : DEFAULT_TILED), ...(o.tiled ?? {}) };
+      case 'direct': {
+        const vec4 = o.K % 4 === 0 && ldx % 4 === 0 && (o.xOffset ?? 0) % 4 === 0;
+        const one = this.pipeKey(kind, M) === 'direct-1' ? { TM: 1, TN: 4 } : {};
+        return { kind, ...base, ...DEFAULT_DIRECT, ...one, ...(o.direct ?? {}), vector: vec4 };
+      }
       case 'subgroup-matrix': {
         const t = { ...DEFAULT_SUBGROUP_MATRIX, ...(o.subgroupMatrix ?? {}) };
         const emu = o.emulateSubgroupMatrix;
@@ -275,8 +291,11 @@ export class GpuLinear {
   }
 
   private async compile(): Promise<void> {
+    const wanted = new Map<string, MatmulVariant>();
     for (const kind of this.kinds()) {
-      const variant = this.variant(kind);
+      for (const M of [1, 2]) if ((this.options.kind ?? 'auto') !== 'auto' || this.kindFor(M) === kind) wanted.set(this.pipeKey(kind, M), this.variant(kind, M));
+    }
+    for (const [key, variant] of wanted) {
       if (variant.kind === 'subgroup-matrix') {
         const { sharedBytes, threads } = subgroupMatrixTile(variant);
         if (sharedBytes > this.gpu.limits.maxComputeWorkgroupStorageSize || threads > this.gpu.limits.maxComputeInvocationsPerWorkgroup) {
@@ -288,7 +307,7 @@ export class GpuLinear {
         code: matmulWgsl(variant),
         bindings: [MATMUL_BINDINGS],
       });
-      this.pipelines.set(kind, { compiled, variant });
+      this.pipelines.set(key, { compiled, variant });
     }
   }
 
@@ -300,7 +319,7 @@ export class GpuLinear {
 
   /** The variant descriptor used for M tokens (for logs and benchmarks). */
   variantFor(M: number): MatmulVariant {
-    return this.pipelines.get(this.kindFor(M))!.variant;
+    return this.pipelines.get(this.pipeKey(this.kindFor(M), M))!.variant;
   }
 
   /**
@@ -345,7 +364,7 @@ export class GpuLinear {
   encode(pass: GPUComputePassEncoder): void {
     const M = this.state.values.M;
     const kind = this.kindFor(M);
-    const p = this.pipelines.get(kind);
+    const p = this.pipelines.get(this.pipeKey(kind, M));
     if (!p) throw new HipAttnError('INVALID_OPTION', `${this.label}: kernel ${kind} was not compiled (kind option ${this.options.kind})`);
     pass.setPipeline(p.compiled.pipeline);
     const maxDim = this.gpu.limits.maxComputeWorkgroupsPerDimension;
@@ -356,6 +375,11 @@ export class GpuLinear {
         const z = Math.ceil(M / v.tokens);
         if (z > maxDim) throw new HipAttnError('INVALID_OPTION', `${this.label}: gemv with ${M} tokens exceeds the dispatch limit`);
         pass.dispatchWorkgroups(c.gemvGridX, c.gemvGridY, z);
+      } else if (v.kind === 'direct') {
+        const gx = Math.ceil(c.rows / (v.TN * v.workgroupSize));
+        const gy = Math.ceil(M / v.TM);
+        if (gx > maxDim || gy > maxDim) throw new HipAttnError('INVALID_OPTION', `${this.label}: ${gx}×${gy} workgroups exceed the dispatch limit ${maxDim}`);
+        pass.dispatchWorkgroups(gx, gy);
       } else {
         const { BM, BN } = v.kind === 'tiled' ? tiledTile(v) : subgroupMatrixTile(v);
         const gx = Math.ceil(c.rows / BN);
