@@ -4,7 +4,8 @@ import type { HipOptions } from '../../attention/options.js';
 import { HipAttnError } from '../../errors.js';
 import type { StorageType } from '../types.js';
 import { getTestGpu, testSeed } from '../../../test/gpu-helpers.js';
-import { createHipMaskEstimator, hipMaskCost, readGpuHipMask, uploadHipMask, type HipMaskEstimatorOptions } from './index.js';
+import { acquireGpu, compileShader } from '../../gpu/index.js';
+import { createHipMaskEstimator, hipMaskCost, hipMaskWgsl, readGpuHipMask, uploadHipMask, type HipMaskEstimatorOptions, type HipMaskVariant } from './index.js';
 import { compareMasks, cpuMask, randomCpuProblem, uploadProblem, type MaskProblemSpec } from './testing.js';
 
 const gpu = await getTestGpu();
@@ -41,7 +42,8 @@ async function run(
     const c = compareMasks(got, ref);
     const v = e.variants[kind];
     console.log(
-      `${name}: ${v.path}/${v.dtype}${v.accurate ? '/compensated' : ''} rows ${v.rowsCap} wg ${v.workgroupSize}: ` +
+      `${name}: ${v.path}/${v.dtype}${v.accurate ? '/compensated' : ''} rows ${v.rowsCap} wg ${v.workgroupSize} ` +
+        `sort ${v.subgroupSort ? `registers+subgroup(${v.subgroupSort})` : 'workgroup memory'}: ` +
         `${c.equalSlots}/${c.slots} query-block masks equal (${(100 * c.fractionEqual).toFixed(2)} %), recall ${c.recall.toFixed(5)}`,
     );
     return { equal: c.fractionEqual, recall: c.recall, slots: c.slots, firstDiff: c.firstDiff };
@@ -80,16 +82,20 @@ describe.skipIf(!gpu)('HiP mask estimation on the GPU vs estimateHipMask', () =>
     expect(r.equal).toBe(1);
   });
 
-  it('f32: exact ties (small integer inputs) are broken towards the lower block, as on the CPU', async () => {
-    const r = await run(
-      'hip-mask ties',
-      { batch: 1, heads: 2, kvHeads: 1, queryLength: 900, keyLength: 900, headDim: 64, values: 'integer' },
-      { ...SMALL, representative: 'first' },
-      'f32',
-    );
-    expect(r.firstDiff).toBeUndefined();
-    expect(r.equal).toBe(1);
-  });
+  for (const subgroupSort of [true, false]) {
+    it(`f32: exact ties (small integer inputs) are broken towards the lower block, as on the CPU (${subgroupSort ? 'register/subgroup' : 'workgroup-memory'} sort)`, async () => {
+      if (subgroupSort && !(gpu!.features.subgroups && gpu!.adapterInfo.subgroupMinSize === gpu!.adapterInfo.subgroupMaxSize)) return;
+      const r = await run(
+        `hip-mask ties ${subgroupSort ? 'sg' : 'wg'} sort`,
+        { batch: 1, heads: 2, kvHeads: 1, queryLength: 900, keyLength: 900, headDim: 64, values: 'integer' },
+        { ...SMALL, representative: 'first' },
+        'f32',
+        { subgroupSort },
+      );
+      expect(r.firstDiff).toBeUndefined();
+      expect(r.equal).toBe(1);
+    });
+  }
 
   it('f32: HIP.md defaults at 2.5k tokens, head dim 128', async () => {
     const r = await run('hip-mask defaults', { batch: 1, heads: 2, kvHeads: 1, queryLength: 2500, keyLength: 2500, headDim: 128 }, {}, 'f32');
@@ -214,6 +220,37 @@ describe.skipIf(!gpu)('HiP mask estimation on the GPU vs estimateHipMask', () =>
     p.destroy();
     e.destroy();
   });
+});
+
+// Dawn's null backend exposes chromium-experimental-subgroup-matrix (without running anything):
+// the real tensor-core kernels must at least pass Tint (syntax, types, uniformity).
+const nullGpu = await acquireGpu({ dawnToggles: ['backend=null', 'enable-dawn-features=allow_unsafe_apis'], ifUnavailable: 'null' }).catch(() => null);
+afterAll(() => nullGpu?.destroy());
+
+describe.skipIf(!nullGpu?.features.subgroupMatrix)('tensor-core kernel WGSL (Dawn null backend: compile only)', () => {
+  for (const dtype of ['f16', 'f32'] as const) {
+    for (const [headDim, nodes, rows] of [[128, 256, 32], [64, 16, 16]] as const) {
+      for (const subgroupSort of [32, 0]) {
+        it(`${dtype}, d ${headDim}, n ${nodes}, ${subgroupSort ? 'subgroup' : 'workgroup'} sort`, async () => {
+          const v: HipMaskVariant = {
+            dtype,
+            path: 'matrix',
+            accurate: false,
+            headDim,
+            vec4: true,
+            nodes,
+            sortSize: 2 * nodes,
+            rowsCap: rows,
+            rowBlock: 1,
+            workgroupSize: 128,
+            subgroupSort,
+            matrix: { M: 16, N: 16, K: 16, subgroupSize: 32, subgroups: 4 },
+          };
+          await compileShader(nullGpu!.device, `hip-mask/matrix-${dtype}`, hipMaskWgsl(v));
+        });
+      }
+    }
+  }
 });
 
 describe('hipMaskCost', () => {

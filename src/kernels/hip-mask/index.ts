@@ -61,6 +61,12 @@ export interface HipMaskEstimatorOptions {
   /** Matrix paths: subgroups per workgroup (default: most that fit in workgroup memory, ≤ 4). */
   matrixSubgroups?: number;
   /**
+   * Bitonic sort with entries in registers and subgroupShuffleXor for partners in the same
+   * subgroup (only the widest stages use workgroup memory and barriers). Default: where the
+   * adapter has subgroups of a fixed size; false forces the workgroup-memory sort.
+   */
+  subgroupSort?: boolean;
+  /**
    * Which kernels to compile up front: 'prefill' (query blocks of several strided queries) and
    * 'decode' (one query per block, e.g. queryLength 1). Default both; encoding a problem whose
    * kind was not compiled throws.
@@ -114,7 +120,16 @@ export async function createHipMaskEstimator(gpu: GpuContext, opts: HipMaskEstim
   if (dtype !== 'f32' && dtype !== 'f16') throw new OptionError(`hip-mask: dtype must be 'f32' or 'f16', got ${String(dtype)}`);
   if (!Number.isInteger(headDim) || headDim < 1) throw new OptionError(`hip-mask: headDim must be a positive integer, got ${headDim}`);
   const path = opts.path ?? 'auto';
-  const common = { dtype, headDim, options, path, accurate: opts.accurate, workgroupSize: opts.workgroupSize, matrixSubgroups: opts.matrixSubgroups };
+  const common = {
+    dtype,
+    headDim,
+    options,
+    path,
+    accurate: opts.accurate,
+    workgroupSize: opts.workgroupSize,
+    matrixSubgroups: opts.matrixSubgroups,
+    subgroupSort: opts.subgroupSort,
+  };
   const prefill = chooseVariant(gpu, { ...common, kind: 'prefill' });
   // Decode (one strided query per head): the scalar kernel with a large workgroup, unless a
   // matrix path was forced.

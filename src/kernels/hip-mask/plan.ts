@@ -25,6 +25,24 @@ export interface VariantRequest {
   kind: 'prefill' | 'decode';
   /** Matrix paths: subgroups per workgroup (default: the most that fit, ≤ 4). */
   matrixSubgroups?: number;
+  /** Register/subgroup-shuffle bitonic sort (default: where the adapter has a fixed subgroup size). */
+  subgroupSort?: boolean;
+}
+
+/** The subgroup size the register sort can rely on for a workgroup size, or 0. */
+function sortSubgroup(gpu: GpuContext, want: boolean | undefined, wg: number, P: number): number {
+  const sg = gpu.adapterInfo.subgroupMaxSize;
+  const fixed = gpu.features.subgroups && sg > 0 && gpu.adapterInfo.subgroupMinSize === sg;
+  if (want === false) return 0;
+  const ok = fixed && wg % sg === 0 && P / wg <= 8;
+  if (want === true && !ok) {
+    throw new HipAttnError(
+      'UNSUPPORTED',
+      `hip-mask: the subgroup sort needs the subgroups feature with a fixed subgroup size dividing the workgroup size ${wg} ` +
+        `(adapter: ${gpu.features.subgroups ? `${gpu.adapterInfo.subgroupMinSize}…${sg}` : 'no subgroups'})`,
+    );
+  }
+  return ok ? sg : 0;
 }
 
 function nextPow2(x: number): number {
@@ -93,7 +111,7 @@ export function chooseVariant(gpu: GpuContext, req: VariantRequest): HipMaskVari
     headDim: d,
     nodes: n,
     sortSize: P,
-    subgroupSort: false,
+    subgroupSort: 0,
   };
 
   if (path === 'scalar') {
@@ -104,6 +122,7 @@ export function chooseVariant(gpu: GpuContext, req: VariantRequest): HipMaskVari
     let rowsCap = Math.ceil(rowsMax / rowBlock) * rowBlock;
     const make = (rows: number, rb: number): HipMaskVariant => ({
       ...base,
+      subgroupSort: sortSubgroup(gpu, req.subgroupSort, wg, P),
       accurate: req.accurate ?? req.dtype === 'f32',
       vec4: d % 4 === 0,
       rowsCap: rows,
@@ -131,6 +150,7 @@ export function chooseVariant(gpu: GpuContext, req: VariantRequest): HipMaskVari
     for (let rows = rowsCap; rows >= tile.M; rows -= tile.M) {
       const v: HipMaskVariant = {
         ...base,
+        subgroupSort: sortSubgroup(gpu, req.subgroupSort, s * sgSize, P),
         accurate: false,
         vec4: true,
         rowsCap: rows,

@@ -50,8 +50,13 @@ export interface HipMaskVariant {
   /** Scalar path: rows accumulated per pass over a key. */
   rowBlock: number;
   workgroupSize: number;
-  /** Bitonic stages whose partners lie in the same subgroup use subgroupShuffleXor. */
-  subgroupSort: boolean;
+  /**
+   * Subgroup size for the register bitonic sort (each invocation holds P / workgroupSize
+   * entries; partners in the same invocation are swapped in registers, in the same subgroup
+   * through subgroupShuffleXor, and only the widest stages go through workgroup memory), or 0
+   * for the plain workgroup-memory sort (one barrier per stage). Needs a fixed subgroup size.
+   */
+  subgroupSort: number;
   /** Matrix paths: tile shape (M rows × N keys × K dims), subgroup size and subgroups per workgroup. */
   matrix?: { M: number; N: number; K: number; subgroupSize: number; subgroups: number };
 }
@@ -101,7 +106,7 @@ export const MATRIX_ROW_PAD = 8;
 export function workgroupBytes(v: HipMaskVariant): number {
   const P = v.sortSize;
   const n2 = 2 * v.nodes;
-  let bytes = 3 * P * 4 + n2 * 4 /* acc */ + n2 * 4 /* list */ + 4 * 4; /* counters */
+  let bytes = 3 * P * 4 + n2 * 4 /* acc */ + n2 * 4 /* list */ + 64; /* counters, alignment slack */
   if (v.path === 'scalar') {
     bytes += v.rowsCap * v.headDim * 4;
   } else {
@@ -139,7 +144,6 @@ export function hipMaskWgsl(v: HipMaskVariant): string {
   if (isMatrix && f16) enables.push('enable f16;');
   if (v.subgroupSort || realMatrix) enables.push('enable subgroups;');
   if (realMatrix) enables.push('enable chromium_experimental_subgroup_matrix;');
-  if (v.subgroupSort) enables.push('diagnostic(off, subgroup_uniformity);');
 
   // ---- storage bindings and loaders ---------------------------------------------------------
   // Element e (of q or k) is read through loadQ*/loadK* helpers. Matrix paths read 8 halves
@@ -329,11 +333,11 @@ ${unrolled(gatherPerLane, (i) => `        { let ch = lane / TN + ${i * parts}u; 
       ? `    for (var mt = 0u; mt < MT; mt++) {
       var accm = subgroup_matrix_result<f32, TN, TM>();
       for (var kk = 0u; kk < ${D / m.K}u; kk++) {
-        let lm = subgroupMatrixLoad<subgroup_matrix_left<ET, TK, TM>>(&qh, mt * TM * QS + kk * TK, false, QS);
-        let rm = subgroupMatrixLoad<subgroup_matrix_right<ET, TN, TK>>(&stage, sb + kk * TK, true, QS);
+        let lm = subgroupMatrixLoad<subgroup_matrix_left<ET, TK, TM>, row_major>(&qh, mt * TM * QS + kk * TK, QS);
+        let rm = subgroupMatrixLoad<subgroup_matrix_right<ET, TN, TK>, col_major>(&stage, sb + kk * TK, QS);
         accm = subgroupMatrixMultiplyAccumulate(lm, rm, accm);
       }
-      subgroupMatrixStore(&res, rb + mt * TM * TN, accm, false, TN);
+      subgroupMatrixStore<row_major>(&res, rb + mt * TM * TN, accm, TN);
     }`
       : `    // Emulation of the subgroup-matrix product: res[r][c] = Σ_d qh[r][d] · stage[c][d].
     for (var e = lane; e < ${ROWS * m.N}u; e += SGS) {
@@ -407,7 +411,7 @@ ${mma}
   // ---- sort -------------------------------------------------------------------------------
   // Entries better-first: key desc, then start asc. Stage (kk, j) compares lo = 2p − (p & (j−1))
   // with hi = lo + j; the pair is ordered best-first when (lo & kk) == 0, worst-first otherwise.
-  const sort = `
+  const sort = v.subgroupSort ? registerSort(P, WG, v.subgroupSort) : `
 fn better(ka: u32, sa: u32, kb: u32, sb: u32) -> bool { return ka > kb || (ka == kb && sa < sb); }
 
 fn sortCandidates(tid: u32) {
@@ -464,7 +468,7 @@ fn sortCandidates(tid: u32) {
     '@builtin(workgroup_id) wid: vec3<u32>',
     '@builtin(local_invocation_index) tid: u32',
   ];
-  if (realMatrix) builtins.push('@builtin(subgroup_id) sgid: u32', '@builtin(subgroup_invocation_id) sgl: u32');
+  if (realMatrix || v.subgroupSort) builtins.push('@builtin(subgroup_id) sgid: u32', '@builtin(subgroup_invocation_id) sgl: u32');
   const sgLane = realMatrix ? 'let sg = sgid; let lane = sgl;' : isMatrix ? `let sg = tid / ${v.matrix!.subgroupSize}u; let lane = tid % ${v.matrix!.subgroupSize}u;` : '';
   const scoreCall = isMatrix ? 'scoreChunk(count, kBase, posBase, rc, rs, re, sg, lane);' : 'scoreChunk(count, kBase, posBase, rc, rs, re, tid);';
 
@@ -582,7 +586,7 @@ ${writeCands}    for (var s = ${2 * N}u + tid; s < P; s += WG) { cKey[s] = 0u; c
     workgroupBarrier();
     for (var l = tid; l < count; l += WG) { let s = list[l]; cKey[s] = atomicLoad(&acc[s]); }
     workgroupBarrier();
-    sortCandidates(tid);
+    sortCandidates(${v.subgroupSort ? `sgid * ${v.subgroupSort}u + sgl` : 'tid'});
     round++;
   }
 
@@ -596,4 +600,59 @@ ${writeCands}    for (var s = ${2 * N}u + tid; s < P; s += WG) { cKey[s] = 0u; c
   }
 }
 `;
+}
+
+/**
+ * Bitonic sort of the P entries with E = max(1, P / WG) entries per invocation held in
+ * registers: invocation L holds entries L·E … L·E + E − 1 (L = subgroup_id · SG + lane, a
+ * bijection onto [0, WG) for full subgroups of the fixed size SG). A stage with partner
+ * distance j < E swaps registers, E ≤ j < E·SG exchanges with lane ^ (j / E) by
+ * subgroupShuffleXor, and only j ≥ E·SG goes through workgroup memory (two barriers). Entries
+ * with index ≥ P (when P < WG) are padding whose partners are padding too.
+ */
+function registerSort(P: number, WG: number, SG: number): string {
+  const E = Math.max(1, P / WG);
+  const idx = Array.from({ length: E }, (_, i) => i);
+  const regStages: string[] = [];
+  for (let jj = 1; jj < E; jj *= 2) {
+    let body = '';
+    for (const a of idx) {
+      if ((a & jj) !== 0) continue;
+      const b = a | jj;
+      body += `        { let desc = ((L * ${E}u + ${a}u) & kk) == 0u;
+          if (better(k${b}, s${b}, k${a}, s${a}) == desc) { let tk = k${a}; k${a} = k${b}; k${b} = tk; let ts = s${a}; s${a} = s${b}; s${b} = ts; let tx = x${a}; x${a} = x${b}; x${b} = tx; } }\n`;
+    }
+    regStages.push(`      ${regStages.length ? 'else ' : ''}if (j == ${jj}u) {\n${body}      }\n`);
+  }
+  return `
+fn better(ka: u32, sa: u32, kb: u32, sb: u32) -> bool { return ka > kb || (ka == kb && sa < sb); }
+
+fn sortCandidates(L: u32) {
+${idx.map((i) => `  var k${i} = 0u; var s${i} = PAD; var x${i} = PAD;\n  if (L * ${E}u + ${i}u < P) { k${i} = cKey[L * ${E}u + ${i}u]; s${i} = cStart[L * ${E}u + ${i}u]; x${i} = cEnd[L * ${E}u + ${i}u]; }\n`).join('')}  for (var kk = 2u; kk <= P; kk <<= 1u) {
+    for (var j = kk >> 1u; j > 0u; j >>= 1u) {
+      if (j >= ${E * SG}u) {
+        // partners in other subgroups: through workgroup memory
+${idx.map((i) => `        if (L * ${E}u + ${i}u < P) { cKey[L * ${E}u + ${i}u] = k${i}; cStart[L * ${E}u + ${i}u] = s${i}; cEnd[L * ${E}u + ${i}u] = x${i}; }\n`).join('')}        workgroupBarrier();
+${idx
+  .map(
+    (i) => `        { let e = L * ${E}u + ${i}u; let f = e ^ j;
+          if (f < P) { let pk = cKey[f]; let ps = cStart[f]; let px = cEnd[f];
+            if (better(pk, ps, k${i}, s${i}) == (((e & j) == 0u) == ((e & kk) == 0u))) { k${i} = pk; s${i} = ps; x${i} = px; } } }\n`,
+  )
+  .join('')}        workgroupBarrier();
+      } else if (j >= ${E}u) {
+        // partner in lane ^ (j / E) of this subgroup
+        let m = j / ${E}u;
+${idx
+  .map(
+    (i) => `        { let e = L * ${E}u + ${i}u;
+          let pk = subgroupShuffleXor(k${i}, m); let ps = subgroupShuffleXor(s${i}, m); let px = subgroupShuffleXor(x${i}, m);
+          if (better(pk, ps, k${i}, s${i}) == (((e & j) == 0u) == ((e & kk) == 0u))) { k${i} = pk; s${i} = ps; x${i} = px; } }\n`,
+  )
+  .join('')}      } else {
+        // partner in this invocation's registers
+${regStages.join('')}      }
+    }
+  }
+${idx.map((i) => `  if (L * ${E}u + ${i}u < P) { cKey[L * ${E}u + ${i}u] = k${i}; cStart[L * ${E}u + ${i}u] = s${i}; cEnd[L * ${E}u + ${i}u] = x${i}; }\n`).join('')}}`;
 }
