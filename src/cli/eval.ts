@@ -461,17 +461,22 @@ export function registerEval(program: Command): void {
       bar?.stop();
       const seconds = (performance.now() - t0) / 1000;
       const pct = (x: number | undefined) => (x === undefined ? '-' : `${(100 * x).toFixed(1)} %`);
-      const headers = ['layer', 'head', 'runtime', 'query blocks', 'mask recall', 'mass HiP', 'mass top-k', 'mass streaming'];
-      if (needle) headers.push('needle mass (last q)', 'needle read: HiP', 'top-k', 'streaming');
+      const headers = ['layer', 'head', 'runtime', 'query blocks', 'mask recall', 'mass HiP', 'mass top-k', 'mass streaming', 'last q: HiP', 'top-k', 'streaming'];
+      if (needle) headers.push('last q mass on needle', 'needle read: HiP', 'top-k', 'streaming');
       console.log(`\nHiP mask recall and attention-mass coverage (${ids.length} tokens, topK ${cfg.hip.topK}, blockSizeQ ${cfg.hip.blockSizeQ}, blockSizeK ${cfg.hip.blockSizeK}, window ${cfg.hip.slidingWindow}; ${seconds.toFixed(1)} s):\n`);
       console.log(
         formatTable(
           headers,
           rows.map((r) => {
-            const base = [r.layer, r.head, r.runtime, r.queryBlocks, pct(r.recall), pct(r.massHip), pct(r.massTopK), pct(r.massStreaming)];
+            const base = [r.layer, r.head, r.runtime, r.queryBlocks, pct(r.recall), pct(r.massHip), pct(r.massTopK), pct(r.massStreaming), pct(r.lastMassHip), pct(r.lastMassTopK), pct(r.lastMassStreaming)];
             return needle ? [...base, pct(r.needleMass), pct(r.needleHip), pct(r.needleTopK), pct(r.needleStreaming)] : base;
           }),
         ),
+      );
+      console.log(
+        '\nmask recall: share of the exact top-k key blocks (same block score, brute force) that the tree search selects, over query blocks with more candidates than slots.\n' +
+          "mass X: share of the dense attention mass of each query block's last query that falls on the keys X reads (mean over blocks); last q: the same for the prompt's last query, the one that predicts the answer.\n" +
+          (needle ? "needle read: share of the needle's tokens that the prompt's last query reads under each method.\n" : ''),
       );
       if (opts.json) {
         await writeJsonAtomic(opts.json, {

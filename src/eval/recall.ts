@@ -39,6 +39,10 @@ export interface RecallRow {
   massHip: number;
   massTopK: number;
   massStreaming: number;
+  /** The prompt's last query (the one that predicts the answer): fraction of its dense attention mass on the keys read by HiP / exact top-k / StreamingLLM. */
+  lastMassHip: number;
+  lastMassTopK: number;
+  lastMassStreaming: number;
   /** Last query only, when a needle is given: dense attention mass on the needle tokens. */
   needleMass?: number;
   /** Fraction of the needle's tokens read by the last query under HiP / exact top-k / StreamingLLM. */
@@ -131,6 +135,10 @@ export function layerRecall(input: AttentionInput<Float32Array>, hip: HipOptions
       mt += massOf(probs, keys, read(exact, h, qb, p));
       ms += massOf(probs, keys, streamingKeys(p, streaming.sinkTokens, streaming.slidingWindow, keys));
     }
+    const i = T - 1;
+    const p = offset + i;
+    const qb = Math.floor(i / hip.blockSizeQ);
+    const probs = attentionRow(input, h, i);
     const row: Omit<RecallRow, 'layer' | 'runtime'> = {
       head: h,
       queryBlocks: blocks,
@@ -138,12 +146,11 @@ export function layerRecall(input: AttentionInput<Float32Array>, hip: HipOptions
       massHip: blocks > 0 ? mh / blocks : 1,
       massTopK: blocks > 0 ? mt / blocks : 1,
       massStreaming: blocks > 0 ? ms / blocks : 1,
+      lastMassHip: massOf(probs, keys, read(mask, h, qb, p)),
+      lastMassTopK: massOf(probs, keys, read(exact, h, qb, p)),
+      lastMassStreaming: massOf(probs, keys, streamingKeys(p, streaming.sinkTokens, streaming.slidingWindow, keys)),
     };
     if (needle) {
-      const i = T - 1;
-      const p = offset + i;
-      const qb = Math.floor(i / hip.blockSizeQ);
-      const probs = attentionRow(input, h, i);
       let nm = 0;
       for (let t = needle[0]; t < Math.min(needle[1], p + 1); t++) nm += probs[t]!;
       row.needleMass = nm;
