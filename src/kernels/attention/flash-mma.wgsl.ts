@@ -1,29 +1,392 @@
-/** Tensor-core (subgroup-matrix) prefill kernel — see below. */
+/**
+ * Tensor-core prefill flash attention (`chromium-experimental-subgroup-matrix`), as a WGSL
+ * template. f16 storage, f16 operands, f32 accumulation; 16×16×16 subgroup matrices.
+ *
+ * Workgroup = WARPS subgroups of SG (32) invocations; a query tile of BQ = 16·WARPS queries,
+ * each warp owning 16 query rows. Per key tile of BK keys (gathered into workgroup memory, so
+ * HiP's 2-key blocks become dense tiles):
+ *   S_w[16 × BK]  = Q_w · K_tileᵀ      (BK/16 result tiles × d/16 MMAs; Q fragments live in
+ *                                        registers for the whole kernel)
+ *   softmax        per row in f32 (2 lanes per row), P stored as f16 in workgroup memory
+ *   O_w[16 × d]  += P_w · V_tile        (d/16 result tiles × BK/16 MMAs; O lives in registers)
+ * Online softmax with a lazily moved reference max: P = 2^(s − m_ref) where the row max has
+ * not grown past m_ref + 8 (P ≤ 256, exact in f16, sums in f32); only when some row's max grows
+ * further are the O tiles rescaled (stored to workgroup memory, scaled per row, reloaded) —
+ * rare after the first tiles, and never needed for rows that had no keys yet.
+ *
+ * `emulate: true` generates the same kernel with every subgroup-matrix type and builtin
+ * replaced by plain WGSL with identical semantics (each invocation holds a full copy of a
+ * matrix; loads/stores follow the extension's row-/column-major + stride rules), so the kernel's
+ * indexing, masking and softmax logic can be tested on devices without the feature.
+ */
 import type { GpuContext } from '../../gpu/index.js';
 import type { StorageType } from '../types.js';
+import { AttnParams, keySetFns, tileDecodeWgsl, tileEnumWgsl, tilePlanWgsl } from './keyset-wgsl.js';
 
 export interface MmaVariant {
   dtype: 'f16';
   headDim: number;
   hip: boolean;
   emulate: boolean;
+  /** Matrix tile (16: M = N = K = 16). */
+  m: number;
+  /** Invocations per subgroup (32 on NVIDIA). */
+  sg: number;
+  warps: number;
+  bk: number;
+}
+
+export function mmaVariantName(v: MmaVariant): string {
+  return `attention/flash-mma${v.emulate ? '-emulated' : ''}-d${v.headDim}-m${v.m}-sg${v.sg}-w${v.warps}-k${v.bk}${v.hip ? '-hip' : ''}`;
+}
+
+const PAD = 8; // f16 elements of padding per K/V/Q row in workgroup memory (keeps 16-byte alignment)
+const THRESHOLD = 8; // log2 units the row max may grow before O is rescaled
+
+export function mmaWorkgroupBytes(v: MmaVariant): number {
+  const DP = v.headDim + PAD;
+  const bq = v.warps * v.m;
+  return (v.emulate ? 2 * bq * DP : 0) + 2 * (2 * v.bk * DP) + 4 * v.warps * v.m * v.bk + 2 * v.warps * v.m * v.bk + 4 * v.bk + 4 * bq + 4 * v.warps * v.sg + 16 + 12;
+}
+
+interface Ops {
+  header: string;
+  left: string;
+  right: string;
+  result: string;
+  zero: string;
+  loadLeft(arr: 'kv_sh' | 'p_sh' | 'q_emu', off: string, colMajor: boolean, stride: string): string;
+  loadRight(arr: 'kv_sh', off: string, colMajor: boolean, stride: string): string;
+  loadResult(arr: 's_sh', off: string, colMajor: boolean, stride: string): string;
+  store(arr: 's_sh', off: string, value: string, colMajor: boolean, stride: string): string;
+  mma(a: string, b: string, c: string): string;
+}
+
+function realOps(m: number): Ops {
+  const left = `subgroup_matrix_left<f16, ${m}, ${m}>`;
+  const right = `subgroup_matrix_right<f16, ${m}, ${m}>`;
+  const result = `subgroup_matrix_result<f32, ${m}, ${m}>`;
+  return {
+    header: 'diagnostic(off, chromium.subgroup_matrix_uniformity);\nenable f16;\nenable subgroups;\nenable chromium_experimental_subgroup_matrix;\n',
+    left,
+    right,
+    result,
+    zero: `${result}()`,
+    loadLeft: (arr, off, cm, stride) => `subgroupMatrixLoad<${left}>(&${arr}, ${off}, ${cm}, ${stride})`,
+    loadRight: (arr, off, cm, stride) => `subgroupMatrixLoad<${right}>(&${arr}, ${off}, ${cm}, ${stride})`,
+    loadResult: (arr, off, cm, stride) => `subgroupMatrixLoad<${result}>(&${arr}, ${off}, ${cm}, ${stride})`,
+    store: (arr, off, value, cm, stride) => `subgroupMatrixStore(&${arr}, ${off}, ${value}, ${cm}, ${stride});`,
+    mma: (a, b, c) => `subgroupMatrixMultiplyAccumulate(${a}, ${b}, ${c})`,
+  };
+}
+
+/**
+ * Plain-WGSL stand-ins with the extension's semantics ([r, c] at off + r·stride + c, or
+ * off + c·stride + r column-major). Left/right operands are kept as references into
+ * workgroup memory and read when multiplied (the kernel never changes an operand's memory
+ * between its load and its use); a result matrix is spread over the warp's lanes, e per lane.
+ */
+function emulatedOps(m: number, sg: number): Ops {
+  const n = m * m;
+  const e = n / sg;
+  const R = `array<f32, ${e}>`;
+  const header = `enable f16;
+struct EmuRef { arr: u32, off: u32, cm: u32, stride: u32 }
+fn emuRead(a: EmuRef, r: u32, c: u32) -> f32 {
+  let i = select(a.off + r * a.stride + c, a.off + c * a.stride + r, a.cm != 0u);
+  if (a.arr == 0u) { return f32(kv_sh[i]); }
+  if (a.arr == 1u) { return f32(p_sh[i]); }
+  return f32(q_emu[i]);
+}
+fn emuMma(a: EmuRef, b: EmuRef, c: ${R}, lane: u32) -> ${R} {
+  var x = c;
+  for (var k8 = 0u; k8 < ${e}u; k8++) {
+    let el = lane + k8 * ${sg}u;
+    let i = el / ${m}u;
+    let j = el % ${m}u;
+    var s = x[k8];
+    for (var k = 0u; k < ${m}u; k++) { s += emuRead(a, i, k) * emuRead(b, k, j); }
+    x[k8] = s;
+  }
+  return x;
+}
+fn emuStore_s(off: u32, x: ${R}, cm: bool, stride: u32, lane: u32) {
+  for (var k8 = 0u; k8 < ${e}u; k8++) {
+    let el = lane + k8 * ${sg}u;
+    let r = el / ${m}u;
+    let c = el % ${m}u;
+    s_sh[select(off + r * stride + c, off + c * stride + r, cm)] = x[k8];
+  }
+}
+fn emuLoad_s(off: u32, cm: bool, stride: u32, lane: u32) -> ${R} {
+  var x: ${R};
+  for (var k8 = 0u; k8 < ${e}u; k8++) {
+    let el = lane + k8 * ${sg}u;
+    let r = el / ${m}u;
+    let c = el % ${m}u;
+    x[k8] = s_sh[select(off + r * stride + c, off + c * stride + r, cm)];
+  }
+  return x;
+}
+`;
+  const ref = (arr: string, off: string, cm: boolean, stride: string) =>
+    `EmuRef(${arr === 'kv_sh' ? 0 : arr === 'p_sh' ? 1 : 2}u, ${off}, ${cm ? 1 : 0}u, ${stride})`;
+  return {
+    header,
+    left: 'EmuRef',
+    right: 'EmuRef',
+    result: R,
+    zero: `${R}()`,
+    loadLeft: (arr, off, cm, stride) => ref(arr, off, cm, stride),
+    loadRight: (arr, off, cm, stride) => ref(arr, off, cm, stride),
+    loadResult: (_arr, off, cm, stride) => `emuLoad_s(${off}, ${cm}, ${stride}, lane)`,
+    store: (_arr, off, value, cm, stride) => `emuStore_s(${off}, ${value}, ${cm}, ${stride}, lane);`,
+    mma: (a, b, c) => `emuMma(${a}, ${b}, ${c}, lane)`,
+  };
+}
+
+export function mmaWgsl(v: MmaVariant): string {
+  const { headDim: D, m: TM, sg: SG, warps: W, bk: BK } = v;
+  const ops = v.emulate ? emulatedOps(TM, SG) : realOps(TM);
+  const BQ = W * TM;
+  const DP = D + PAD;
+  const D4 = D / 4;
+  const NT = D / TM; // O tiles and QK k-steps
+  const KT = BK / TM; // S tiles and PV k-steps
+  const LPR = SG / TM; // lanes per row in the softmax / epilogue
+  const CPL = BK / LPR; // softmax columns per lane
+  const EPL = TM / LPR; // O columns per lane per tile
+  if (D % TM || BK % TM || SG % TM || BK % LPR || EPL % 4 || BQ > 2 * BK) {
+    throw new Error(`flash-mma: unsupported configuration d=${D} m=${TM} sg=${SG} warps=${W} bk=${BK}`);
+  }
+  const WG = W * SG;
+  const V_OFF = BK * DP;
+  const warpS = `w * ${TM * BK}u`;
+  const QST = v.emulate ? 'q_emu' : 'kv_sh'; // where the Q tile is staged
+
+  let qfDecl = '';
+  for (let kk = 0; kk < NT; kk++) qfDecl += `  let qf${kk} = ${ops.loadLeft(QST, `w * ${TM * DP}u + ${kk * TM}u`, false, `${DP}u`)};\n`;
+  let oDecl = '';
+  for (let n = 0; n < NT; n++) oDecl += `  var o${n} = ${ops.zero};\n`;
+
+  let qk = '';
+  for (let n = 0; n < KT; n++) {
+    qk += `    {\n      var acc = ${ops.zero};\n`;
+    for (let kk = 0; kk < NT; kk++) {
+      qk += `      acc = ${ops.mma(`qf${kk}`, ops.loadRight('kv_sh', `${n * TM * DP + kk * TM}u`, true, `${DP}u`), 'acc')};\n`;
+    }
+    qk += `      ${ops.store('s_sh', `${warpS} + ${n * TM}u`, 'acc', false, `${BK}u`)}\n    }\n`;
+  }
+
+  let rescale = '';
+  for (let n = 0; n < NT; n++) {
+    rescale += `      ${ops.store('s_sh', warpS, `o${n}`, false, `${TM}u`)}
+      workgroupBarrier();
+      for (var e = 0u; e < ${EPL}u; e++) {
+        let i = ${warpS} + row * ${TM}u + col0 + e;
+        s_sh[i] = s_sh[i] * alpha;
+      }
+      workgroupBarrier();
+      o${n} = ${ops.loadResult('s_sh', warpS, false, `${TM}u`)};
+      workgroupBarrier();
+`;
+  }
+
+  let pv = '';
+  for (let n = 0; n < NT; n++) {
+    for (let kk = 0; kk < KT; kk++) {
+      pv += `    o${n} = ${ops.mma(ops.loadLeft('p_sh', `${warpS} + ${kk * TM}u`, false, `${BK}u`), ops.loadRight('kv_sh', `${V_OFF + kk * TM * DP + n * TM}u`, false, `${DP}u`), `o${n}`)};\n`;
+    }
+  }
+
+  let epi = '';
+  for (let n = 0; n < NT; n++) {
+    epi += `  ${ops.store('s_sh', warpS, `o${n}`, false, `${TM}u`)}
+  workgroupBarrier();
+  if (myPos >= 0 && l > 0.0) {
+    for (var e = 0u; e < ${EPL / 4}u; e++) {
+      let i = ${warpS} + row * ${TM}u + col0 + e * 4u;
+      let x = vec4<f32>(s_sh[i], s_sh[i + 1u], s_sh[i + 2u], s_sh[i + 3u]) / l;
+      O[oRow + (${n * TM}u + col0) / 4u + e] = vec4<f16>(x);
+    }
+  }
+  workgroupBarrier();
+`;
+  }
+
+  return /* wgsl */ `${ops.header}
+${AttnParams.wgsl()}
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> Q: array<vec4<f16>>;
+@group(0) @binding(2) var<storage, read> K: array<vec4<f16>>;
+@group(0) @binding(3) var<storage, read> V: array<vec4<f16>>;
+@group(0) @binding(4) var<storage, read_write> O: array<vec4<f16>>;
+${v.hip ? '@group(0) @binding(5) var<storage, read> M: array<i32>;' : ''}
+
+// K tile at 0, V tile at ${V_OFF} (rows of ${DP} halves); the Q tile at the start.
+var<workgroup> kv_sh: array<f16, ${2 * BK * DP}>;
+// Per warp: S [${TM} × ${BK}] f32 (also the O-tile scratch), P [${TM} × ${BK}] f16.
+var<workgroup> s_sh: array<f32, ${W * TM * BK}>;
+var<workgroup> p_sh: array<f16, ${W * TM * BK}>;
+var<workgroup> kpos_sh: array<i32, ${BK}>;
+var<workgroup> rpos_sh: array<i32, ${BQ}>;
+var<workgroup> red_sh: array<f32, ${W * SG}>;
+var<workgroup> flag_sh: u32;
+${v.emulate ? `var<workgroup> q_emu: array<f16, ${BQ * DP}>; // emulation: operands are read at multiply time` : ''}
+${keySetFns()}
+${tileEnumWgsl({ hip: v.hip, heads: 1, wg: WG })}
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let w = lid / ${SG}u;
+  let lane = lid % ${SG}u;
+  let row = lane / ${LPR}u; // this lane's row in the warp's ${TM} (softmax, rescale, epilogue)
+  let seg = (lane % ${LPR}u) * ${CPL}u; // its softmax columns
+  let col0 = (lane % ${LPR}u) * ${EPL}u; // its columns of an O tile
+  let tile = P.t0 + wid.x;
+  let b = P.b0 + wid.z;
+  let hD = P.h0;
+  let hFirst = P.h0 + wid.y;
+  let kvh = hFirst / P.group;
+  let kvD = hD / P.group;
+  let qb = tile / P.tilesPerQB;
+  let qa = qb * P.bsq + (tile % P.tilesPerQB) * ${BQ}u;
+  let qe = min(qa + ${BQ}u, min((qb + 1u) * P.bsq, P.qLen));
+  if (qa >= qe) { return; }
+  let P0 = P.qOff + i32(qa);
+  let P1 = P.qOff + i32(qe) - 1;
+
+  for (var r = lid; r < ${BQ}u; r += ${WG}u) {
+    rpos_sh[r] = select(-1, P.qOff + i32(qa + r), qa + r < qe);
+  }
+  if (lid == 0u) {
+    mb_sh[0] = P.mBase + (b - P.b0) * P.mSB + (hFirst - hD) * P.mSH + u32(i32(qb) + P.mQB) * P.bpq;
+    atomicStore(&nb_at[0], 0u);
+    flag_sh = 0u;
+  }
+  let qRow0 = P.qBase + (b - P.b0) * P.qSB + (hFirst - hD) * P.qSH;
+  for (var i = lid; i < ${BQ * D4}u; i += ${WG}u) {
+    let r = i / ${D4}u;
+    let j = i % ${D4}u;
+    var x = vec4<f16>(0.0);
+    if (qa + r < qe) { x = Q[qRow0 + (qa + r - P.qD) * P.qST + j]; }
+    let o = r * ${DP}u + j * 4u;
+    ${QST}[o] = x.x;
+    ${QST}[o + 1u] = x.y;
+    ${QST}[o + 2u] = x.z;
+    ${QST}[o + 3u] = x.w;
+  }
+  workgroupBarrier();
+${qfDecl}  workgroupBarrier();
+  countBlocks(lid, P1);
+  workgroupBarrier();
+${tilePlanWgsl({ bk: BK, heads: 1 })}
+  let myPos = rpos_sh[w * ${TM}u + row];
+  let kRow0 = P.kBase + (b - P.b0) * P.kSB + (kvh - kvD) * P.kSH;
+  let vRow0 = P.vBase + (b - P.b0) * P.vSB + (kvh - kvD) * P.vSH;
+${oDecl}  var mref = NEG;
+  var lsum = 0.0;
+
+  for (var gt = 0u; gt < tTotal; gt++) {
+${tileDecodeWgsl({ bk: BK, heads: 1 })}
+    for (var i = lid; i < ${BK * D4}u; i += ${WG}u) {
+      let c = i / ${D4}u;
+      let j = i % ${D4}u;
+      let t = slotKey(ph, hh, base, c, nS, wLo, P1, nb);
+      if (j == 0u) { kpos_sh[c] = t; }
+      var kx = vec4<f16>(0.0);
+      var vx = vec4<f16>(0.0);
+      if (t >= 0) {
+        kx = K[kRow0 + u32(t) * P.kST + j];
+        vx = V[vRow0 + u32(t) * P.vST + j];
+      }
+      let o = c * ${DP}u + j * 4u;
+      kv_sh[o] = kx.x;
+      kv_sh[o + 1u] = kx.y;
+      kv_sh[o + 2u] = kx.z;
+      kv_sh[o + 3u] = kx.w;
+      kv_sh[${V_OFF}u + o] = vx.x;
+      kv_sh[${V_OFF}u + o + 1u] = vx.y;
+      kv_sh[${V_OFF}u + o + 2u] = vx.z;
+      kv_sh[${V_OFF}u + o + 3u] = vx.w;
+    }
+    workgroupBarrier();
+    // S = Q · Kᵀ for this warp's rows.
+${qk}    workgroupBarrier();
+    // Softmax: row max over the whole tile (each lane of the row), P for this lane's columns.
+    let sb = ${warpS} + row * ${BK}u;
+    var mx = NEG;
+    for (var c = 0u; c < ${BK}u; c++) {
+      if (keyValid(ph, hh, 0u, myPos, kpos_sh[c])) { mx = max(mx, s_sh[sb + c] * P.scaleLog2); }
+    }
+    var alpha = 1.0;
+    if (mx > mref + ${THRESHOLD}.0) {
+      if (mref > 0.5 * NEG) {
+        alpha = exp2(mref - mx);
+        flag_sh = 1u;
+      }
+      mref = mx;
+    }
+    lsum = lsum * alpha;
+    for (var c = seg; c < seg + ${CPL}u; c++) {
+      var p = f16(0.0);
+      if (keyValid(ph, hh, 0u, myPos, kpos_sh[c])) { p = f16(exp2(s_sh[sb + c] * P.scaleLog2 - mref)); }
+      p_sh[sb + c] = p;
+      lsum += f32(p);
+    }
+    let rescale = workgroupUniformLoad(&flag_sh);
+    if (rescale != 0u) {
+      if (lid == 0u) { flag_sh = 0u; }
+${rescale}    }
+    // O += P · V
+${pv}    workgroupBarrier();
+  }
+
+  // Epilogue: the row sum over the row's lanes, then O / l.
+  red_sh[lid] = lsum;
+  workgroupBarrier();
+  var l = 0.0;
+  for (var i = 0u; i < ${LPR}u; i++) { l += red_sh[w * ${SG}u + row * ${LPR}u + i]; }
+  let oRow = P.oBase + (b - P.b0) * P.oSB + (hFirst - hD) * P.oSH + u32(max(myPos - P.qOff, 0) - i32(P.qD)) * P.oST;
+${epi}}
+`;
+}
+
+export interface MmaConfig {
   m: number;
   sg: number;
   warps: number;
   bk: number;
 }
-export function mmaVariantName(v: MmaVariant): string {
-  return `attention/flash-mma${v.emulate ? '-emulated' : ''}-d${v.headDim}-m${v.m}-w${v.warps}-k${v.bk}${v.hip ? '-hip' : ''}`;
-}
-export function mmaWorkgroupBytes(_v: MmaVariant): number {
-  return 0;
-}
-export function mmaWgsl(_v: MmaVariant): string {
-  return '';
-}
+
+/** Whether the tensor-core prefill kernel can run here, and its tile configuration. */
 export function pickMmaConfig(
-  _gpu: GpuContext,
-  _o: { dtype: StorageType; headDim: number; emulate: boolean; warps?: number; bk?: number },
-): { ok: true; config: { m: number; sg: number; warps: number; bk: number } } | { ok: false; why: string } {
-  return { ok: false, why: 'not implemented' };
+  gpu: GpuContext,
+  o: { dtype: StorageType; headDim: number; emulate: boolean; warps?: number; bk?: number },
+): { ok: true; config: MmaConfig } | { ok: false; why: string } {
+  const m = 16;
+  if (o.dtype !== 'f16') return { ok: false, why: 'the tensor-core kernel needs f16 storage' };
+  if (!gpu.features.shaderF16) return { ok: false, why: "the device lacks 'shader-f16'" };
+  if (o.headDim % m !== 0) return { ok: false, why: `headDim ${o.headDim} is not a multiple of ${m}` };
+  let sg = 32;
+  if (!o.emulate) {
+    if (!gpu.features.subgroupMatrix) return { ok: false, why: "the device lacks 'chromium-experimental-subgroup-matrix'" };
+    const cfg = gpu.adapterInfo.subgroupMatrixConfigs.find(
+      (c) => c.componentType === 'f16' && c.resultComponentType === 'f32' && c.M === m && c.N === m && c.K === m,
+    );
+    if (!cfg) return { ok: false, why: `no f16 → f32 ${m}×${m}×${m} subgroup-matrix config (have ${JSON.stringify(gpu.adapterInfo.subgroupMatrixConfigs)})` };
+    const { subgroupMinSize: lo, subgroupMaxSize: hi } = gpu.adapterInfo;
+    if (hi > 0 && lo !== hi) return { ok: false, why: `the subgroup size varies (${lo}–${hi}); the kernel needs a fixed size` };
+    if (hi > 0) sg = hi;
+    if (sg % m !== 0 || (m / (sg / m)) % 4 !== 0) return { ok: false, why: `subgroup size ${sg} is not supported` };
+  }
+  const wgMem = gpu.limits.maxComputeWorkgroupStorageSize;
+  const candidates: [number, number][] = o.warps || o.bk ? [[o.warps ?? 4, o.bk ?? 32]] : [[4, 32], [2, 32], [2, 16]];
+  for (const [warps, bk] of candidates) {
+    const v: MmaVariant = { dtype: 'f16', headDim: o.headDim, hip: true, emulate: o.emulate, m, sg, warps, bk };
+    if (warps * m > 2 * bk || bk % m !== 0) continue;
+    if (warps * sg > gpu.limits.maxComputeInvocationsPerWorkgroup) continue;
+    if (mmaWorkgroupBytes(v) <= wgMem) return { ok: true, config: { m, sg, warps, bk } };
+  }
+  return { ok: false, why: `no tile configuration fits ${wgMem} bytes of workgroup memory` };
 }

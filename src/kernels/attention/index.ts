@@ -18,7 +18,7 @@
  * (batch, KV head) that still does not fit throws HipAttnError('OUT_OF_MEMORY').
  */
 import { HipAttnError, ShapeError } from '../../errors.js';
-import { BufferUsage, formatBytes, type GpuContext, type TimedEncoder } from '../../gpu/index.js';
+import { BufferUsage, formatBytes, type CompiledPipeline, type GpuContext, type TimedEncoder } from '../../gpu/index.js';
 import type { GpuAttentionProblem, GpuKeySet, GpuTensor4, StorageType } from '../types.js';
 import { AttnParams, type AttnParamValues } from './keyset-wgsl.js';
 import { plainVariantName, plainWgsl, plainWorkgroupBytes, type PlainVariant } from './flash-plain.wgsl.js';
@@ -75,6 +75,12 @@ export interface AttentionKernels {
   encodePrefill(target: PassTarget, problem: GpuAttentionProblem, keySet: GpuKeySet): Promise<void>;
   /** Split-K flash decoding (any queryLength, meant for a few queries): split kernel + reduce. */
   encodeDecode(target: PassTarget, problem: GpuAttentionProblem, keySet: GpuKeySet, options?: DecodeOptions): Promise<void>;
+  /**
+   * Synchronous encode for callers that cannot await between commands (e.g. inside a
+   * GpuTimer callback): the pipelines must have been compiled by `prepare` (or an earlier
+   * encode) — otherwise throws HipAttnError('GPU').
+   */
+  encodeSync(target: PassTarget, problem: GpuAttentionProblem, keySet: GpuKeySet, mode?: 'prefill' | 'decode', options?: DecodeOptions): void;
   /** Compiles the pipelines a problem needs (encode does it on first use). */
   prepare(problem: GpuAttentionProblem, keySet: GpuKeySet, mode?: 'prefill' | 'decode'): Promise<void>;
   /** Useful FLOPs and minimal bytes of a problem (see cost.ts). */
@@ -268,8 +274,16 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
     plainCache.set(plainVariantName(v), v);
     return v;
   }
-  function pipeline(name: string, code: string) {
-    return gpu.pipelines.computePipeline({ name, code, bindings: BINDINGS.map((g) => [...g]) });
+  const ready = new Map<string, CompiledPipeline>();
+  async function pipeline(name: string, code: string): Promise<CompiledPipeline> {
+    const p = await gpu.pipelines.computePipeline({ name, code, bindings: BINDINGS.map((g) => [...g]) });
+    ready.set(name, p);
+    return p;
+  }
+  function readyPipeline(name: string): CompiledPipeline {
+    const p = ready.get(name);
+    if (!p) throw new HipAttnError('GPU', `attention: pipeline ${name} is not compiled yet: await prepare(problem, keySet) before the synchronous encode`);
+    return p;
   }
 
   interface Grid {
@@ -481,28 +495,31 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
     return prefillPath === 'plain' ? PLAIN_PREFILL.rowsQ : mmaCfg!.warps * mmaCfg!.m;
   }
 
-  async function prefillPipeline(hip: boolean) {
+  function prefillSpec(hip: boolean): { name: string; code: () => string } {
     if (prefillPath === 'plain') {
       const v = plainVariant(1, PLAIN_PREFILL.rowsQ, PLAIN_PREFILL.bk, PLAIN_PREFILL.wg, hip, false);
-      return pipeline(plainVariantName(v), plainWgsl(v));
+      return { name: plainVariantName(v), code: () => plainWgsl(v) };
     }
     const v = mmaVariant(hip);
     const bytes = mmaWorkgroupBytes(v);
     if (bytes > wgMem) throw new HipAttnError('UNSUPPORTED', `${mmaVariantName(v)} needs ${bytes} bytes of workgroup memory, the device allows ${wgMem}`);
-    return pipeline(mmaVariantName(v), mmaWgsl(v));
+    return { name: mmaVariantName(v), code: () => mmaWgsl(v) };
   }
 
   function decodeVariants(problem: GpuAttentionProblem, hip: boolean) {
     const G = problem.shape.heads / problem.shape.kvHeads;
     const wg = G >= 8 ? 128 : 64;
-    const v = plainVariant(G, 1, DECODE_BK, wg, hip, true);
+    // The largest key tile whose f32 K/V tiles fit the device's workgroup memory.
+    let bk = DECODE_BK;
+    while (bk > 4 && plainWorkgroupBytes({ dtype, headDim: D, rowsQ: 1, rowsH: G, bk, wg, hip, split: true }) > wgMem) bk /= 2;
+    const v = plainVariant(G, 1, bk, wg, hip, true);
     return { split: v, reduce: { dtype, headDim: D, rowsQ: 1, rowsH: G } };
   }
 
-  async function encodePrefill(target: PassTarget, problem: GpuAttentionProblem, keySet: GpuKeySet): Promise<void> {
+  function encodePrefillSync(target: PassTarget, problem: GpuAttentionProblem, keySet: GpuKeySet): void {
     checkProblem(problem);
     const ks = resolveKeySet(problem, keySet);
-    const p = await prefillPipeline(ks.hip);
+    const p = readyPipeline(prefillSpec(ks.hip).name);
     const g = gridOf(problem, ks, 1, prefillRowsQ());
     const dispatches = plan(problem, ks, g);
     const pass = beginPass(target, `attention prefill ${keySet.kind}`);
@@ -516,27 +533,28 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
   }
 
   /** Upper bound of the key tiles of a decode query tile. */
-  function decodeTiles(problem: GpuAttentionProblem, ks: ResolvedKeySet, G: number): number {
+  function decodeTiles(problem: GpuAttentionProblem, ks: ResolvedKeySet, G: number, BK: number): number {
     const s = problem.shape;
     const p = s.queryOffset + s.queryLength - 1;
     const p0 = s.queryOffset;
     const sinkEnd = Math.min(ks.sink, p + 1);
     const ws0 = Math.max(Math.min(ks.sink, p0 + 1), p0 - ks.window + 1);
-    const tS = Math.ceil(sinkEnd / DECODE_BK);
-    const tW = Math.ceil(Math.max(0, p - ws0 + 1) / DECODE_BK);
-    const tB = ks.hip ? G * Math.ceil((ks.bpq * ks.bsk) / DECODE_BK) : 0;
+    const tS = Math.ceil(sinkEnd / BK);
+    const tW = Math.ceil(Math.max(0, p - ws0 + 1) / BK);
+    const tB = ks.hip ? G * Math.ceil((ks.bpq * ks.bsk) / BK) : 0;
     return tS + tW + tB;
   }
 
-  async function encodeDecode(target: PassTarget, problem: GpuAttentionProblem, keySet: GpuKeySet, opts: DecodeOptions = {}): Promise<void> {
+  function encodeDecodeSync(target: PassTarget, problem: GpuAttentionProblem, keySet: GpuKeySet, opts: DecodeOptions = {}): void {
     checkProblem(problem);
     const s = problem.shape;
     const ks = resolveKeySet(problem, keySet);
     const G = s.heads / s.kvHeads;
     const { split, reduce } = decodeVariants(problem, ks.hip);
-    const [ps, pr] = await Promise.all([pipeline(plainVariantName(split), plainWgsl(split)), pipeline(reduceVariantName(reduce), reduceWgsl(reduce))]);
+    const ps = readyPipeline(plainVariantName(split));
+    const pr = readyPipeline(reduceVariantName(reduce));
     const g = gridOf(problem, ks, G, 1);
-    const tiles = decodeTiles(problem, ks, G);
+    const tiles = decodeTiles(problem, ks, G, split.bk);
     const rows = s.batch * s.heads * s.queryLength;
     let splits = opts.splits ?? Math.ceil((options.decodeTargetWorkgroups ?? 1024) / Math.max(1, s.batch * s.kvHeads * g.nTiles));
     splits = Math.max(1, Math.min(splits, tiles, 4096));
@@ -578,25 +596,44 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
   }
 
   const decodeMax = options.decodeMaxQueries ?? 1;
+  const modeOf = (problem: GpuAttentionProblem) => (problem.shape.queryLength <= decodeMax ? 'decode' : 'prefill');
+
+  async function prepare(problem: GpuAttentionProblem, keySet: GpuKeySet, mode?: 'prefill' | 'decode'): Promise<void> {
+    const ks = resolveKeySet(problem, keySet);
+    if ((mode ?? modeOf(problem)) === 'prefill') {
+      const spec = prefillSpec(ks.hip);
+      if (!ready.has(spec.name)) await pipeline(spec.name, spec.code());
+    } else {
+      const { split, reduce } = decodeVariants(problem, ks.hip);
+      await Promise.all([
+        ready.has(plainVariantName(split)) ? null : pipeline(plainVariantName(split), plainWgsl(split)),
+        ready.has(reduceVariantName(reduce)) ? null : pipeline(reduceVariantName(reduce), reduceWgsl(reduce)),
+      ]);
+    }
+  }
 
   return {
     dtype,
     headDim: D,
     prefillPath,
-    encode(target, problem, keySet) {
-      return problem.shape.queryLength <= decodeMax ? encodeDecode(target, problem, keySet) : encodePrefill(target, problem, keySet);
+    async encode(target, problem, keySet) {
+      await prepare(problem, keySet);
+      if (modeOf(problem) === 'decode') encodeDecodeSync(target, problem, keySet);
+      else encodePrefillSync(target, problem, keySet);
     },
-    encodePrefill,
-    encodeDecode,
-    async prepare(problem, keySet, mode) {
-      const ks = resolveKeySet(problem, keySet);
-      const m = mode ?? (problem.shape.queryLength <= decodeMax ? 'decode' : 'prefill');
-      if (m === 'prefill') await prefillPipeline(ks.hip);
-      else {
-        const { split, reduce } = decodeVariants(problem, ks.hip);
-        await Promise.all([pipeline(plainVariantName(split), plainWgsl(split)), pipeline(reduceVariantName(reduce), reduceWgsl(reduce))]);
-      }
+    async encodePrefill(target, problem, keySet) {
+      await prepare(problem, keySet, 'prefill');
+      encodePrefillSync(target, problem, keySet);
     },
+    async encodeDecode(target, problem, keySet, opts) {
+      await prepare(problem, keySet, 'decode');
+      encodeDecodeSync(target, problem, keySet, opts);
+    },
+    encodeSync(target, problem, keySet, mode, opts) {
+      if ((mode ?? modeOf(problem)) === 'decode') encodeDecodeSync(target, problem, keySet, opts);
+      else encodePrefillSync(target, problem, keySet);
+    },
+    prepare,
     cost(problem, keySet) {
       return attentionCost(problem.shape, resolveKeySet(problem, keySet).cost, dtype);
     },
