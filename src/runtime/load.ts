@@ -9,6 +9,9 @@ import { type OpenedModel, openGgufFile, openHfModel } from '../model/load.js';
 import type { ModelBackend } from './backend.js';
 import type { HubOptions } from './hub-id.js';
 import { createCpuBackend } from './cpu-backend.js';
+import { createGpuBackend } from './gpu-backend.js';
+import { acquireGpu, type GpuContext } from '../gpu/device.js';
+import type { StorageType } from '../kernels/types.js';
 import { HipModel } from './model.js';
 
 export interface LoadProgressEvent {
@@ -23,6 +26,12 @@ export interface LoadProgressEvent {
 export interface LoadModelOptions {
   /** 'auto' (default): WebGPU when an adapter is available, else the CPU. */
   device?: 'auto' | 'cpu' | 'webgpu';
+  /** A WebGPU context to use (from `acquireGpu`, e.g. wrapping a GPUDevice you already have); implies device 'webgpu'. */
+  gpu?: GpuContext;
+  /** WebGPU storage type of weights, activations and the KV cache (default f16 where supported, else f32). */
+  dtype?: StorageType;
+  /** WebGPU: largest prefill chunk in tokens (a multiple of HiP's blockSizeQ keeps masks equal to a whole prefill). Default 256. */
+  prefillChunk?: number;
   /** Attention method and options (default: HiP with HIP.md's defaults). */
   attention?: AttentionConfig | AttentionMethod;
   /** KV-cache capacity in tokens. Default: the model's max_position_embeddings, at most 16384. */
@@ -75,8 +84,13 @@ export async function loadModel(source: ModelSource, options: LoadModelOptions =
     const progress = options.onProgress;
     const onWeights = progress && ((p: { loaded: number; total: number; tensor: string }) => progress({ stage: 'weights', item: p.tensor, loaded: p.loaded, total: p.total }));
     let backend: ModelBackend;
-    if (device === 'webgpu') {
-      throw new HipAttnError('UNSUPPORTED', 'the WebGPU model backend is not available in this build; use device "cpu"');
+    const gpu = options.gpu ?? (device === 'cpu' ? null : await acquireGpu({ ifUnavailable: device === 'webgpu' ? 'throw' : 'null' }));
+    if (gpu) {
+      backend = await createGpuBackend(gpu, config, opened.store, attention, capacity, onWeights, {
+        ...(options.dtype ? { dtype: options.dtype } : {}),
+        ...(options.prefillChunk ? { maxChunk: options.prefillChunk } : {}),
+        ownsGpu: !options.gpu,
+      });
     } else {
       backend = await createCpuBackend(config, opened.store, attention, capacity, onWeights);
     }
