@@ -35,8 +35,7 @@ import { bytesOf } from '../kernels/common.js';
 import { GpuSwiglu } from '../kernels/elementwise/swiglu.js';
 import { GpuEmbedding } from '../kernels/embedding/embedding.js';
 import { GpuKvWrite } from '../kernels/kv-cache/kv-cache.js';
-import { GpuLinear, type LinearOptions } from '../kernels/matmul/matmul.js';
-import type { MatmulKind } from '../kernels/matmul/wgsl.js';
+import { GpuLinear, type LinearOptions, type MatmulChoice } from '../kernels/matmul/matmul.js';
 import { GpuRandomFill } from '../kernels/random-fill/random-fill.js';
 import { GpuRmsNorm } from '../kernels/rmsnorm/rmsnorm.js';
 import { GpuRope, packRopeTable } from '../kernels/rope/rope.js';
@@ -73,8 +72,12 @@ export interface LlamaGpuOptions {
   activationType?: StorageType;
   /** Largest prefill chunk the activation buffers are sized for (default 256); larger chunkSize values are clamped to it. */
   maxChunk?: number;
-  /** Force a matmul kernel for every projection (default 'auto': GEMV for 1 token, tensor cores or tiled for more). */
-  matmul?: 'auto' | MatmulKind;
+  /**
+   * Matmul kernels of every projection: 'auto' (default: GEMV for 1 token, tensor cores or tiled
+   * for more; the direct kernel on CPU rasterisers), a kind for every token count, or
+   * `{ single, multi }` for decoding and prefill.
+   */
+  matmul?: MatmulChoice;
   /** Progress of the weight upload, per tensor. */
   onProgress?: (p: LoadProgress) => void;
 }

@@ -65,6 +65,8 @@ export interface SubgroupMatrixEmulation {
   subgroupSize: number;
 }
 
+export type MatmulChoice = 'auto' | MatmulKind | { single: MatmulKind; multi: MatmulKind };
+
 export interface LinearOptions {
   label?: string;
   /** [N, K] row-major. */
@@ -87,8 +89,11 @@ export interface LinearOptions {
   yOffset?: number;
   /** y += x·Wᵀ (+ bias). */
   accumulate?: boolean;
-  /** Kernel choice: 'auto' (default) picks by M and the device; otherwise forced for every M. */
-  kind?: 'auto' | MatmulKind;
+  /**
+   * Kernel choice: 'auto' (default) picks by M and the device (`chooseKind`); a kind forces it
+   * for every M; `{ single, multi }` forces one kind for M = 1 and another for M > 1.
+   */
+  kind?: MatmulChoice;
   gemv?: Partial<GemvTuning>;
   tiled?: Partial<{ TM: number; TN: number }>;
   direct?: Partial<{ TM: number; TN: number; workgroupSize: number }>;
@@ -229,13 +234,6 @@ export class GpuLinear {
     return { ...DEFAULT_GEMV, ...(this.options.gemv ?? {}) };
   }
 
-  /** The kinds this layer may dispatch. */
-  private kinds(): MatmulKind[] {
-    const k = this.options.kind ?? 'auto';
-    if (k !== 'auto') return [k];
-    return [...new Set([chooseKind(this.gpu, 1, this.options.weightType), chooseKind(this.gpu, 2, this.options.weightType)])];
-  }
-
   /** The direct kernel has a one-token variant (TM = 1): decoding on CPU rasterisers. */
   private pipeKey(kind: MatmulKind, M: number): string {
     return kind === 'direct' && M === 1 && !this.options.direct?.TM ? 'direct-1' : kind;
@@ -292,8 +290,9 @@ export class GpuLinear {
 
   private async compile(): Promise<void> {
     const wanted = new Map<string, MatmulVariant>();
-    for (const kind of this.kinds()) {
-      for (const M of [1, 2]) if ((this.options.kind ?? 'auto') !== 'auto' || this.kindFor(M) === kind) wanted.set(this.pipeKey(kind, M), this.variant(kind, M));
+    for (const M of [1, 2]) {
+      const kind = this.kindFor(M);
+      wanted.set(this.pipeKey(kind, M), this.variant(kind, M));
     }
     for (const [key, variant] of wanted) {
       if (variant.kind === 'subgroup-matrix') {
@@ -314,7 +313,9 @@ export class GpuLinear {
   /** The kernel used for M tokens. */
   kindFor(M: number): MatmulKind {
     const k = this.options.kind ?? 'auto';
-    return k === 'auto' ? chooseKind(this.gpu, M, this.options.weightType) : k;
+    if (k === 'auto') return chooseKind(this.gpu, M, this.options.weightType);
+    if (typeof k === 'object') return M === 1 ? k.single : k.multi;
+    return k;
   }
 
   /** The variant descriptor used for M tokens (for logs and benchmarks). */
@@ -365,7 +366,7 @@ export class GpuLinear {
     const M = this.state.values.M;
     const kind = this.kindFor(M);
     const p = this.pipelines.get(this.pipeKey(kind, M));
-    if (!p) throw new HipAttnError('INVALID_OPTION', `${this.label}: kernel ${kind} was not compiled (kind option ${this.options.kind})`);
+    if (!p) throw new HipAttnError('INVALID_OPTION', `${this.label}: kernel ${kind} was not compiled (kind option ${JSON.stringify(this.options.kind)})`);
     pass.setPipeline(p.compiled.pipeline);
     const maxDim = this.gpu.limits.maxComputeWorkgroupsPerDimension;
     for (const c of this.chunks) {
