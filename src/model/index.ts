@@ -20,3 +20,5 @@ export { type AttentionFn, type ForwardOptions, KvCache, LlamaCpu, type LlamaCpu
 export { Rng, Sampler, type SamplingOptions } from './sampling.js';
 export { type CausalLM, type FinishReason, type GenerateOptions, type GeneratedToken, type GenerationResult, generate, generateTokens } from './generate.js';
 export { type GenerationDefaults, type OpenedModel, openGgufFile, openHfModel, parseGenerationConfig } from './load.js';
+export { type GpuAttentionFn, type GpuAttentionModule, LlamaGpu, type LlamaGpuOptions, llamaGpuBytes } from './llama-gpu.js';
+export { type SyntheticTensor, syntheticTensorStore, syntheticTensors } from './synthetic.js';
