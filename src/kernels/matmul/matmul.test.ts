@@ -5,13 +5,13 @@
  * f32 storage, bias, residual accumulation, offsets/strides, weights split over bindings.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { createStorageBuffer, type GpuContext, readFloat16, readFloat32, roundToFloat16, toFloat16Bits } from '../../gpu/index.js';
+import { acquireGpu, compileShader, createStorageBuffer, type GpuContext, readFloat16, readFloat32, roundToFloat16, toFloat16Bits } from '../../gpu/index.js';
 import { matmul as cpuMatmul } from '../../model/cpu-ops.js';
 import { getTestGpu, testSeed } from '../../../test/gpu-helpers.js';
 import { Rng } from '../../util/rng.js';
 import type { StorageType } from '../types.js';
 import { GpuLinear, type LinearOptions, pickSubgroupMatrixConfig } from './matmul.js';
-import { variantName } from './wgsl.js';
+import { matmulWgsl, type SubgroupMatrixVariant, variantName } from './wgsl.js';
 
 const gpu = await getTestGpu();
 const gpuNoSubgroups = gpu?.features.subgroups ? await getTestGpu({ disable: { subgroups: true } }) : null;
@@ -205,5 +205,27 @@ describe.skipIf(!gpu)('matmul kernels vs CPU', () => {
       [{ M: 70, N: 96, K: 33, ...f16io, opts: { kind: 'subgroup-matrix' } }, TOL_F16],
     ];
     for (const [c, tol] of cases) check(await runCase(gpu!, c, rng), tol);
+  });
+});
+
+// Dawn's null backend exposes chromium-experimental-subgroup-matrix without running anything: the
+// real tensor-core kernel (not only its emulation) must at least pass Tint and pipeline creation.
+const nullGpu = await acquireGpu({ dawnToggles: ['backend=null', 'enable-dawn-features=allow_unsafe_apis'], ifUnavailable: 'null' }).catch(() => null);
+afterAll(() => nullGpu?.destroy());
+
+describe.skipIf(!nullGpu?.features.subgroupMatrix)('tensor-core matmul WGSL on Dawn\'s null backend (compile only)', () => {
+  it('every operand type combination compiles; a tiling within the null device\'s limits makes a pipeline', async () => {
+    const base = { kind: 'subgroup-matrix', weight: 'f16', compact: false, shape: { M: 16, N: 16, K: 16 }, subgroupSize: 32, kTile: 32, emulate: false } as const;
+    for (const input of ['f16', 'f32'] as const) {
+      for (const output of ['f16', 'f32'] as const) {
+        for (const vector of [true, false]) {
+          const v: SubgroupMatrixVariant = { ...base, input, output, vector, perSubgroup: [2, 4], subgroups: [2, 2] };
+          await compileShader(nullGpu!.device, `matmul/${variantName(v)}`, matmulWgsl(v));
+        }
+      }
+    }
+    const sg = nullGpu!.adapterInfo.subgroupMaxSize || 32;
+    const small: SubgroupMatrixVariant = { ...base, input: 'f16', output: 'f32', vector: true, perSubgroup: [1, 2], subgroups: [1, 2], subgroupSize: sg };
+    await nullGpu!.pipelines.computePipeline({ name: `matmul/${variantName(small)}`, code: matmulWgsl(small), bindings: [['uniform', 'read-only-storage', 'read-only-storage', 'read-only-storage', 'storage']] });
   });
 });

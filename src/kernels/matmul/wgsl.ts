@@ -387,11 +387,13 @@ function subgroupMatrixWgsl(v: SubgroupMatrixVariant): string {
   const LEFT = emu ? `array<f32, ${s.M * s.K}>` : `subgroup_matrix_left<f16, ${s.K}, ${s.M}>`;
   const RIGHT = emu ? `array<f32, ${s.K * s.N}>` : `subgroup_matrix_right<f16, ${s.N}, ${s.K}>`;
   const RESULT = emu ? `array<f32, ${s.M * s.N}>` : `subgroup_matrix_result<f32, ${s.N}, ${s.M}>`;
-  const loadLeft = (off: string) => (emu ? `emuLoadLeft(${off}, false, ${BKP}u)` : `subgroupMatrixLoad<Left>(&As, ${off}, false, ${BKP}u)`);
-  const loadRight = (off: string) => (emu ? `emuLoadRight(${off}, true, ${BKP}u)` : `subgroupMatrixLoad<Right>(&Bs, ${off}, true, ${BKP}u)`);
+  // Current Dawn syntax: the layout is a template argument (row_major / col_major); the older
+  // `(ptr, offset, colMajor, stride)` form is deprecated. The emulation takes the flag as a bool.
+  const loadLeft = (off: string) => (emu ? `emuLoadLeft(${off}, false, ${BKP}u)` : `subgroupMatrixLoad<Left, row_major>(&As, ${off}, ${BKP}u)`);
+  const loadRight = (off: string) => (emu ? `emuLoadRight(${off}, true, ${BKP}u)` : `subgroupMatrixLoad<Right, col_major>(&Bs, ${off}, ${BKP}u)`);
   const mma = (l: string, r: string, a: string) => (emu ? `emuMma(${l}, ${r}, ${a})` : `subgroupMatrixMultiplyAccumulate(${l}, ${r}, ${a})`);
   const store = (off: string, val: string) =>
-    emu ? `if (lane == 0u) { emuStore(${off}, ${val}, false, ${s.N}u); }` : `subgroupMatrixStore(&Cs, ${off}, ${val}, false, ${s.N}u);`;
+    emu ? `if (lane == 0u) { emuStore(${off}, ${val}, false, ${s.N}u); }` : `subgroupMatrixStore<row_major>(&Cs, ${off}, ${val}, ${s.N}u);`;
   const extensions = emu ? 'enable subgroups;\n' : 'enable subgroups;\nenable chromium_experimental_subgroup_matrix;\ndiagnostic(off, chromium.subgroup_matrix_uniformity);\n';
   const builtins = emu
     ? '@builtin(local_invocation_index) lid: u32'
