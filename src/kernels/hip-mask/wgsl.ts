@@ -441,9 +441,14 @@ fn sortCandidates(tid: u32) {
     NPT,
     (i) => `    { let i = tid + ${i * WG}u; if (i < N) { na${i} = cStart[i]; ne${i} = cEnd[i]; nk${i} = cKey[i]; if (ne${i} - na${i} > 1u) { split = true; } } }\n`,
   );
-  const writeCands = unrolled(
-    NPT,
-    (i) => `    { let i = tid + ${i * WG}u; if (i < N) {
+  // Node i → candidate slots 2i, 2i+1. Slots that need a score are appended to \`list\`: with
+  // subgroups, one atomicAdd per subgroup (positions by subgroupExclusiveAdd), else one per slot.
+  const aggregate = v.subgroupSort !== 0;
+  const writeCands =
+    unrolled(
+      NPT,
+      (i) => `    var cnt${i} = 0u;
+    { let i = tid + ${i * WG}u; if (i < N) {
       let a = na${i}; let e = ne${i};
       if (e - a > 1u) {
         let mid = a + ((e - a + 1u) >> 1u);
@@ -451,18 +456,32 @@ fn sortCandidates(tid: u32) {
         cStart[2u * i + 1u] = mid; cEnd[2u * i + 1u] = e;
         atomicStore(&acc[2u * i], ENC_NEG_INF);
         atomicStore(&acc[2u * i + 1u], ENC_NEG_INF);
-        let l = atomicAdd(&listCount, 2u);
-        list[l] = 2u * i; list[l + 1u] = 2u * i + 1u;
+        cnt${i} = 2u;
       } else {
         cStart[2u * i] = a; cEnd[2u * i] = e; cKey[2u * i] = nk${i};
         if (nk${i} == UNSCORED) {
           atomicStore(&acc[2u * i], ENC_NEG_INF);
-          list[atomicAdd(&listCount, 1u)] = 2u * i;
+          cnt${i} = 1u;
         }
         cKey[2u * i + 1u] = 0u; cStart[2u * i + 1u] = PAD; cEnd[2u * i + 1u] = PAD;
       }
     } }\n`,
-  );
+    ) +
+    (aggregate
+      ? `    let mine = ${unrolled(NPT, (i) => `${i ? ' + ' : ''}cnt${i}`)};
+    let before = subgroupExclusiveAdd(mine);
+    let total = subgroupAdd(mine);
+    var base = 0u;
+    if (sgl == 0u) { base = atomicAdd(&listCount, total); }
+    var pos = subgroupBroadcast(base, 0u) + before;\n`
+      : `    var pos = atomicAdd(&listCount, ${unrolled(NPT, (i) => `${i ? ' + ' : ''}cnt${i}`)});\n`) +
+    unrolled(
+      NPT,
+      (i) => `    { let i = tid + ${i * WG}u;
+      if (cnt${i} >= 1u) { list[pos] = 2u * i; }
+      if (cnt${i} == 2u) { list[pos + 1u] = 2u * i + 1u; }
+      pos += cnt${i}; }\n`,
+    );
 
   const builtins = [
     '@builtin(workgroup_id) wid: vec3<u32>',
