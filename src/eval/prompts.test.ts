@@ -105,6 +105,25 @@ describe('passkey, landmark layout', () => {
   });
 });
 
+describe('instruction layouts through a chat template', () => {
+  it('landmark passkey and kv prompts are one user turn + the generation prompt; needle ranges point at the needle', () => {
+    const template =
+      '{{ bos_token }}{% for m in messages %}<|user|>\n{{ m.content }}<|end|>\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}';
+    const chat = Object.create(tok, { chatTemplate: { value: template } }) as TextTokenizer;
+    const p = passkeyTask({ tokenizer: chat, layout: 'landmark', seed: 4 }).build(1024, 0.5, 1);
+    expect(p.ids.length).toBeLessThanOrEqual(1024 - 16);
+    const text = tok.decode(p.ids);
+    expect(text.startsWith(`<|begin_of_text|><|user|>\n${LANDMARK_TASK}\n`)).toBe(true);
+    expect(text.endsWith(`${PASSKEY_QUESTION}<|end|>\n<|assistant|>\n`)).toBe(true);
+    expect(tok.decode(p.ids.slice(p.needle[0], p.needle[1]))).toContain(`The pass key is ${p.answer}.`);
+    const kv = kvTask({ tokenizer: chat, layout: 'landmark', seed: 4 }).build(1024, 0.5, 0);
+    const kvText = tok.decode(kv.ids);
+    expect(kvText).toMatch(/What is the value of key ([0-9a-f]{8})\? The value of key \1 is<\|end\|>\n<\|assistant\|>\n$/);
+    const key = /What is the value of key ([0-9a-f]{8})/.exec(kvText)![1]!;
+    expect(tok.decode(kv.ids.slice(kv.needle[0], kv.needle[1]))).toContain(`key ${key}: value ${kv.answer}`);
+  });
+});
+
 describe('key–value retrieval', () => {
   it('distinct 8-hex keys, the queried key at the depth, answer = its value', () => {
     const task = kvTask({ tokenizer: tok, layout: 'plain', seed: 1 });

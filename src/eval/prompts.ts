@@ -295,9 +295,12 @@ export function kvTask(o: KvTaskOptions): RetrievalTask {
       }
       const qi = qiOf(n);
       const [, value] = pairs[qi]!;
-      // Needle position: tokens up to the queried line (plain layout exact; landmark approximate).
+      // Needle position: the tokens before the queried line.
       const before = pairs.slice(0, qi).map(([k, v]) => line(k, v)).join('\n');
-      const start = bosOf(tokenizer).length + (qi > 0 ? raw(tokenizer, `${before}\n`).length : 0);
+      const start =
+        o.layout === 'plain'
+          ? bosOf(tokenizer).length + (qi > 0 ? raw(tokenizer, `${before}\n`).length : 0)
+          : instructionPrefixLength(tokenizer, `${KV_INSTRUCTION}\n\n${qi > 0 ? `${before}\n` : ''}`);
       const len = raw(tokenizer, line(...pairs[qi]!)).length;
       return { ids, answer: value, check: 'substring', maxNewTokens, needle: [start, Math.min(ids.length, start + len)] };
     },
