@@ -5,7 +5,7 @@
  * at H=32, H_kv=8, d=128, f16, with GPU timestamps.
  *
  *   npm run build && node dist/bench/hip-mask.js [--seq-lens 4096,…,131072] [--paths auto,scalar]
- *       [--modes prefill,decode] [--variants default,nosort,sg2] [--no-check] [--check-only]
+ *       [--modes prefill,decode] [--variants default,sg2,sg1,nosort,noqreg] [--no-check] [--check-only]
  *       [--peak-tflops 989] [--peak-gbps 4800] [--json FILE]
  *
  * Exit code 1 when a check fails (recall < 0.99, or an f32 mask differing from the CPU's).
@@ -39,7 +39,13 @@ console.log(
 const paths: HipMaskPathOption[] = (flag('--paths') ?? (gpu.features.subgroupMatrix ? 'matrix,scalar' : 'scalar')).split(',') as HipMaskPathOption[];
 const variantNames = (flag('--variants') ?? 'default').split(',');
 const variantOptions = (name: string): Partial<HipMaskEstimatorOptions> =>
-  name === 'nosort' ? { subgroupSort: false } : name.startsWith('sg') ? { matrixSubgroups: Number(name.slice(2)) } : {};
+  name === 'nosort'
+    ? { subgroupSort: false }
+    : name === 'noqreg'
+      ? { matrixQRegisters: false }
+      : name.startsWith('sg')
+        ? { matrixSubgroups: Number(name.slice(2)) }
+        : {};
 
 const report: Record<string, unknown> = { date: new Date().toISOString(), adapter: info, features: gpu.features, limits: gpu.limits };
 let failed = false;

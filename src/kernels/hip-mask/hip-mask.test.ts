@@ -231,7 +231,7 @@ describe.skipIf(!nullGpu?.features.subgroupMatrix)('tensor-core kernel WGSL (Daw
   for (const dtype of ['f16', 'f32'] as const) {
     for (const [headDim, nodes, rows] of [[128, 256, 32], [64, 16, 16]] as const) {
       for (const subgroupSort of [32, 0]) {
-        it(`${dtype}, d ${headDim}, n ${nodes}, ${subgroupSort ? 'subgroup' : 'workgroup'} sort`, async () => {
+        it(`${dtype}, d ${headDim}, n ${nodes}, ${subgroupSort ? 'subgroup sort, query fragments in registers' : 'workgroup sort, query fragments reloaded'}`, async () => {
           const v: HipMaskVariant = {
             dtype,
             path: 'matrix',
@@ -244,7 +244,7 @@ describe.skipIf(!nullGpu?.features.subgroupMatrix)('tensor-core kernel WGSL (Daw
             rowBlock: 1,
             workgroupSize: 128,
             subgroupSort,
-            matrix: { M: 16, N: 16, K: 16, subgroupSize: 32, subgroups: 4 },
+            matrix: { M: 16, N: 16, K: 16, subgroupSize: 32, subgroups: 4, qRegisters: subgroupSort !== 0 },
           };
           await compileShader(nullGpu!.device, `hip-mask/matrix-${dtype}`, hipMaskWgsl(v));
         });

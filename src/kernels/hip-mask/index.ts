@@ -60,6 +60,8 @@ export interface HipMaskEstimatorOptions {
   workgroupSize?: number;
   /** Matrix paths: subgroups per workgroup (default: most that fit in workgroup memory, ≤ 4). */
   matrixSubgroups?: number;
+  /** Matrix path: keep the query tile's left-matrix fragments in registers for a round (default true). */
+  matrixQRegisters?: boolean;
   /**
    * Bitonic sort with entries in registers and subgroupShuffleXor for partners in the same
    * subgroup (only the widest stages use workgroup memory and barriers). Default: where the
@@ -129,6 +131,7 @@ export async function createHipMaskEstimator(gpu: GpuContext, opts: HipMaskEstim
     workgroupSize: opts.workgroupSize,
     matrixSubgroups: opts.matrixSubgroups,
     subgroupSort: opts.subgroupSort,
+    matrixQRegisters: opts.matrixQRegisters,
   };
   const prefill = chooseVariant(gpu, { ...common, kind: 'prefill' });
   // Decode (one strided query per head): the scalar kernel with a large workgroup, unless a

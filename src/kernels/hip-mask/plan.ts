@@ -27,6 +27,8 @@ export interface VariantRequest {
   matrixSubgroups?: number;
   /** Register/subgroup-shuffle bitonic sort (default: where the adapter has a fixed subgroup size). */
   subgroupSort?: boolean;
+  /** Matrix path: keep the query tile's fragments in registers for a round (default true). */
+  matrixQRegisters?: boolean;
 }
 
 /** The subgroup size the register sort can rely on for a workgroup size, or 0. */
@@ -156,7 +158,7 @@ export function chooseVariant(gpu: GpuContext, req: VariantRequest): HipMaskVari
         rowsCap: rows,
         rowBlock: 1,
         workgroupSize: s * sgSize,
-        matrix: { ...tile, subgroupSize: sgSize, subgroups: s },
+        matrix: { ...tile, subgroupSize: sgSize, subgroups: s, qRegisters: req.matrixQRegisters ?? true },
       };
       last = v;
       if (workgroupBytes(v) <= limit) return v;

@@ -57,8 +57,11 @@ export interface HipMaskVariant {
    * for the plain workgroup-memory sort (one barrier per stage). Needs a fixed subgroup size.
    */
   subgroupSort: number;
-  /** Matrix paths: tile shape (M rows × N keys × K dims), subgroup size and subgroups per workgroup. */
-  matrix?: { M: number; N: number; K: number; subgroupSize: number; subgroups: number };
+  /**
+   * Matrix paths: tile shape (M rows × N keys × K dims), subgroup size, subgroups per workgroup,
+   * and whether the query tile's left-matrix fragments stay in registers for a whole round.
+   */
+  matrix?: { M: number; N: number; K: number; subgroupSize: number; subgroups: number; qRegisters?: boolean };
 }
 
 /** Field order of the uniform struct (all u32). */
@@ -329,16 +332,22 @@ ${unrolled(gatherPerLane, (i) => `        { let ch = lane / TN + ${i * parts}u; 
       gatherPerLane,
       (i) => `    { let ch = lane / TN + ${i * parts}u; if (ch < ${chunksPerKey}u) ${writeChunk('stage', `sb + (lane % TN) * QS + ch * CHUNK`, `g${i}`)} }\n`,
     );
+    const KS = D / m.K; // k-steps
+    const qRegs = realMatrix && (m.qRegisters ?? true);
+    const lmType = `subgroup_matrix_left<ET, TK, TM>`;
+    const lmAt = (mt: number, kk: number) => `subgroupMatrixLoad<${lmType}, row_major>(&qh, ${mt * m.M}u * QS + ${kk * m.K}u, QS)`;
+    const qFrags = qRegs
+      ? unrolled(MT, (mt) => unrolled(KS, (kk) => `  let lq${mt}_${kk} = ${lmAt(mt, kk)};\n`))
+      : '';
     const mma = realMatrix
-      ? `    for (var mt = 0u; mt < MT; mt++) {
-      var accm = subgroup_matrix_result<f32, TN, TM>();
-      for (var kk = 0u; kk < ${D / m.K}u; kk++) {
-        let lm = subgroupMatrixLoad<subgroup_matrix_left<ET, TK, TM>, row_major>(&qh, mt * TM * QS + kk * TK, QS);
-        let rm = subgroupMatrixLoad<subgroup_matrix_right<ET, TN, TK>, col_major>(&stage, sb + kk * TK, QS);
-        accm = subgroupMatrixMultiplyAccumulate(lm, rm, accm);
-      }
-      subgroupMatrixStore<row_major>(&res, rb + mt * TM * TN, accm, TN);
-    }`
+      ? `    // rows × TN scores of this tile: Σ over k-steps of (query tile) × (keys)ᵀ
+${unrolled(MT, (mt) => `    var acc${mt} = subgroup_matrix_result<f32, TN, TM>();\n`)}${unrolled(
+          KS,
+          (kk) =>
+            `    { let rm = subgroupMatrixLoad<subgroup_matrix_right<ET, TN, TK>, col_major>(&stage, sb + ${kk * m.K}u, QS);\n` +
+            unrolled(MT, (mt) => `      acc${mt} = subgroupMatrixMultiplyAccumulate(${qRegs ? `lq${mt}_${kk}` : lmAt(mt, kk)}, rm, acc${mt});\n`) +
+            '    }\n',
+        )}${unrolled(MT, (mt) => `    subgroupMatrixStore<row_major>(&res, rb + ${mt * m.M * m.N}u, acc${mt}, TN);\n`)}`
       : `    // Emulation of the subgroup-matrix product: res[r][c] = Σ_d qh[r][d] · stage[c][d].
     for (var e = lane; e < ${ROWS * m.N}u; e += SGS) {
       let r = e / TN;
@@ -379,7 +388,7 @@ fn scoreChunk(count: u32, kBase: u32, posBase: u32, rc: u32, rs: u32, re: u32, s
   let iters = (tiles + NSG - 1u) / NSG;
   let sb = sg * TN * QS;
   let rb = sg * ${ROWS}u * TN;
-${gatherDecl}  if (iters > 0u) {
+${qFrags}${gatherDecl}  if (iters > 0u) {
 ${gatherLoad('sg')}  }
   for (var it = 0u; it < iters; it++) {
     let tile = it * NSG + sg;
