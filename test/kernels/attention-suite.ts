@@ -140,6 +140,9 @@ describe.skipIf(!gpu)('attention kernels f16: tensor-core prefill kernel, emulat
     await check('f16', 'mma-emu streaming', { method: 'streaming', mode: 'prefill', shape: shape({ heads: 2, kvHeads: 2, queryLength: 100, keyLength: 100 }) }, extra);
     await check('f16', 'mma-emu hip', { method: 'hip', mode: 'prefill', layout: 'model', shape: shape({ batch: 2, heads: 2, kvHeads: 1, queryLength: 160, keyLength: 160 }) }, extra);
   });
+  it('f16: unrolled tile loops (the exact code structure of the GPU kernel), d 32, HiP', async () => {
+    await check('f16', 'mma-emu unrolled hip d32', { method: 'hip', mode: 'prefill', shape: shape({ heads: 2, kvHeads: 1, headDim: 32, queryLength: 130, keyLength: 130 }) }, { prefill: 'mma-emulated', unrollLoops: true });
+  });
 });
 
 const hasMma = !!gpu?.features.subgroupMatrix;

@@ -21,7 +21,7 @@
  */
 import type { GpuContext } from '../../gpu/index.js';
 import type { StorageType } from '../types.js';
-import { AttnParams, keySetFns, tileDecodeWgsl, tileEnumWgsl, tilePlanWgsl } from './keyset-wgsl.js';
+import { AttnParams, keySetFns, loopBound, tileDecodeWgsl, tileEnumWgsl, tilePlanWgsl } from './keyset-wgsl.js';
 
 export interface MmaVariant {
   dtype: 'f16';
@@ -34,10 +34,12 @@ export interface MmaVariant {
   sg: number;
   warps: number;
   bk: number;
+  /** Let the compiler unroll inner loops (see loopBound); the MMA tile loops are always unrolled. */
+  unroll: boolean;
 }
 
 export function mmaVariantName(v: MmaVariant): string {
-  return `attention/flash-mma${v.emulate ? '-emulated' : ''}-d${v.headDim}-m${v.m}-sg${v.sg}-w${v.warps}-k${v.bk}${v.hip ? '-hip' : ''}`;
+  return `attention/flash-mma${v.emulate ? '-emulated' : ''}-d${v.headDim}-m${v.m}-sg${v.sg}-w${v.warps}-k${v.bk}${v.hip ? '-hip' : ''}${v.unroll ? '' : '-nounroll'}`;
 }
 
 const PAD = 8; // f16 elements of padding per K/V/Q row in workgroup memory (keeps 16-byte alignment)
@@ -86,7 +88,8 @@ function realOps(m: number): Ops {
  * workgroup memory and read when multiplied (the kernel never changes an operand's memory
  * between its load and its use); a result matrix is spread over the warp's lanes, e per lane.
  */
-function emulatedOps(m: number, sg: number): Ops {
+function emulatedOps(m: number, sg: number, unroll: boolean): Ops {
+  const lb = (n: number) => loopBound(n, unroll);
   const n = m * m;
   const e = n / sg;
   const R = `array<f32, ${e}>`;
@@ -100,12 +103,12 @@ fn emuRead(a: EmuRef, r: u32, c: u32) -> f32 {
 }
 fn emuMma(a: EmuRef, b: EmuRef, c: ${R}, lane: u32) -> ${R} {
   var x = c;
-  for (var k8 = 0u; k8 < ${e}u; k8++) {
+  for (var k8 = 0u; k8 < ${lb(e)}; k8++) {
     let el = lane + k8 * ${sg}u;
     let i = el / ${m}u;
     let j = el % ${m}u;
     var s = x[k8];
-    for (var k = 0u; k < ${m}u; k++) { s += emuRead(a, i, k) * emuRead(b, k, j); }
+    for (var k = 0u; k < ${lb(m)}; k++) { s += emuRead(a, i, k) * emuRead(b, k, j); }
     x[k8] = s;
   }
   return x;
@@ -147,7 +150,8 @@ fn emuLoad_s(off: u32, cm: bool, stride: u32, lane: u32) -> ${R} {
 
 export function mmaWgsl(v: MmaVariant): string {
   const { headDim: D, m: TM, sg: SG, warps: W, bk: BK } = v;
-  const ops = v.emulate ? emulatedOps(TM, SG) : realOps(TM);
+  const ops = v.emulate ? emulatedOps(TM, SG, v.unroll) : realOps(TM);
+  const lb = (n: number) => loopBound(n, v.unroll);
   const BQ = W * TM;
   const DP = D + PAD;
   const D4 = D / 4;
@@ -164,55 +168,64 @@ export function mmaWgsl(v: MmaVariant): string {
   const warpS = `w * ${TM * BK}u`;
   const QST = v.emulate ? 'q_emu' : 'kv_sh'; // where the Q tile is staged
 
-  let qfDecl = '';
-  for (let kk = 0; kk < NT; kk++) qfDecl += `  let qf${kk} = ${ops.loadLeft(QST, `w * ${TM * DP}u + ${kk * TM}u`, false, `${DP}u`)};\n`;
-  let oDecl = '';
-  for (let n = 0; n < NT; n++) oDecl += `  var o${n} = ${ops.zero};\n`;
+  // Tile loops: unrolled (constant indices; the real kernel on GPUs) or WGSL loops (software
+  // adapters). Both paths use the same index formulas; fragments live in arrays either way.
+  const loop = (count: number, name: string, body: (i: string) => string): string => {
+    if (v.unroll) return Array.from({ length: count }, (_, i) => body(`${i}u`)).join('');
+    return `for (var ${name} = 0u; ${name} < ${lb(count)}; ${name}++) {\n${body(name)}}\n`;
+  };
 
-  let qk = '';
-  for (let n = 0; n < KT; n++) {
-    qk += `    {\n      var acc = ${ops.zero};\n`;
-    for (let kk = 0; kk < NT; kk++) {
-      qk += `      acc = ${ops.mma(`qf${kk}`, ops.loadRight('kv_sh', `${n * TM * DP + kk * TM}u`, true, `${DP}u`), 'acc')};\n`;
-    }
-    qk += `      ${ops.store('s_sh', `${warpS} + ${n * TM}u`, 'acc', false, `${BK}u`)}\n    }\n`;
-  }
+  const qfDecl =
+    `  var qf: array<${ops.left}, ${NT}>;\n` +
+    loop(NT, 'kk', (kk) => `  qf[${kk}] = ${ops.loadLeft(QST, `w * ${TM * DP}u + ${kk} * ${TM}u`, false, `${DP}u`)};\n`);
+  const oDecl = `  var o: array<${ops.result}, ${NT}>;\n` + loop(NT, 'n', (n) => `  o[${n}] = ${ops.zero};\n`);
 
-  let rescale = '';
-  for (let n = 0; n < NT; n++) {
-    rescale += `      ${ops.store('s_sh', warpS, `o${n}`, false, `${TM}u`)}
+  const qk = loop(
+    KT,
+    'n',
+    (n) =>
+      `    {\n      var acc = ${ops.zero};\n` +
+      loop(NT, 'kk', (kk) => `      acc = ${ops.mma(`qf[${kk}]`, ops.loadRight('kv_sh', `${n} * ${TM * DP}u + ${kk} * ${TM}u`, true, `${DP}u`), 'acc')};\n`) +
+      `      ${ops.store('s_sh', `${warpS} + ${n} * ${TM}u`, 'acc', false, `${BK}u`)}\n    }\n`,
+  );
+
+  const rescale = loop(
+    NT,
+    'n',
+    (n) => `      ${ops.store('s_sh', warpS, `o[${n}]`, false, `${TM}u`)}
       workgroupBarrier();
       for (var e = 0u; e < ${EPL}u; e++) {
         let i = ${warpS} + row * ${TM}u + col0 + e;
         s_sh[i] = s_sh[i] * alpha;
       }
       workgroupBarrier();
-      o${n} = ${ops.loadResult('s_sh', warpS, false, `${TM}u`)};
+      o[${n}] = ${ops.loadResult('s_sh', warpS, false, `${TM}u`)};
       workgroupBarrier();
-`;
-  }
+`,
+  );
 
-  let pv = '';
-  for (let n = 0; n < NT; n++) {
-    for (let kk = 0; kk < KT; kk++) {
-      pv += `    o${n} = ${ops.mma(ops.loadLeft('p_sh', `${warpS} + ${kk * TM}u`, false, `${BK}u`), ops.loadRight('kv_sh', `${V_OFF + kk * TM * DP + n * TM}u`, false, `${DP}u`), `o${n}`)};\n`;
-    }
-  }
+  const pv =
+    `    var pf: array<${ops.left}, ${KT}>;\n` +
+    loop(KT, 'kk', (kk) => `    pf[${kk}] = ${ops.loadLeft('p_sh', `${warpS} + ${kk} * ${TM}u`, false, `${BK}u`)};\n`) +
+    loop(NT, 'n', (n) =>
+      loop(KT, 'kk', (kk) => `    o[${n}] = ${ops.mma(`pf[${kk}]`, ops.loadRight('kv_sh', `${V_OFF}u + ${kk} * ${TM * DP}u + ${n} * ${TM}u`, false, `${DP}u`), `o[${n}]`)};\n`),
+    );
 
-  let epi = '';
-  for (let n = 0; n < NT; n++) {
-    epi += `  ${ops.store('s_sh', warpS, `o${n}`, false, `${TM}u`)}
+  const epi = loop(
+    NT,
+    'n',
+    (n) => `  ${ops.store('s_sh', warpS, `o[${n}]`, false, `${TM}u`)}
   workgroupBarrier();
   if (myPos >= 0 && l > 0.0) {
     for (var e = 0u; e < ${EPL / 4}u; e++) {
       let i = ${warpS} + row * ${TM}u + col0 + e * 4u;
       let x = vec4<f32>(s_sh[i], s_sh[i + 1u], s_sh[i + 2u], s_sh[i + 3u]) / l;
-      O[oRow + (${n * TM}u + col0) / 4u + e] = vec4<f16>(x);
+      O[oRow + (${n} * ${TM}u + col0) / 4u + e] = vec4<f16>(x);
     }
   }
   workgroupBarrier();
-`;
-  }
+`,
+  );
 
   return /* wgsl */ `${ops.header}
 ${AttnParams.wgsl()}
@@ -316,7 +329,7 @@ ${qk}    workgroupBarrier();
     // Softmax: row max over the whole tile (each lane of the row), P for this lane's columns.
     let sb = ${warpS} + row * ${BK}u;
     var mx = NEG;
-    for (var c = 0u; c < ${BK}u; c++) {
+    for (var c = 0u; c < ${lb(BK)}; c++) {
       if (keyValid(ph, hh, 0u, myPos, kpos_sh[c])) { mx = max(mx, s_sh[sb + c] * P.scaleLog2); }
     }
     var alpha = 1.0;
@@ -328,7 +341,7 @@ ${qk}    workgroupBarrier();
       mref = mx;
     }
     lsum = lsum * alpha;
-    for (var c = seg; c < seg + ${CPL}u; c++) {
+    for (var c = seg; c < seg + ${lb(CPL)}; c++) {
       var p = f16(0.0);
       if (keyValid(ph, hh, 0u, myPos, kpos_sh[c])) { p = f16(exp2(s_sh[sb + c] * P.scaleLog2 - mref)); }
       p_sh[sb + c] = p;
@@ -383,7 +396,7 @@ export function pickMmaConfig(
   const wgMem = gpu.limits.maxComputeWorkgroupStorageSize;
   const candidates: [number, number][] = o.warps || o.bk ? [[o.warps ?? 4, o.bk ?? 32]] : [[4, 32], [2, 32], [2, 16]];
   for (const [warps, bk] of candidates) {
-    const v: MmaVariant = { dtype: 'f16', headDim: o.headDim, hip: true, emulate: o.emulate, m, sg, warps, bk };
+    const v: MmaVariant = { dtype: 'f16', headDim: o.headDim, hip: true, emulate: o.emulate, m, sg, warps, bk, unroll: true };
     if (warps * m > 2 * bk || bk % m !== 0) continue;
     if (warps * sg > gpu.limits.maxComputeInvocationsPerWorkgroup) continue;
     if (mmaWorkgroupBytes(v) <= wgMem) return { ok: true, config: { m, sg, warps, bk } };

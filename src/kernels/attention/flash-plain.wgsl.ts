@@ -11,7 +11,7 @@
  * Variants: storage f16 or f32; hip (block list) or not; split (write partial (m, l, acc) per
  * split for the reduce kernel) or final (write the normalised output).
  */
-import { AttnParams, keySetFns, tileDecodeWgsl, tileEnumWgsl, tilePlanWgsl } from './keyset-wgsl.js';
+import { AttnParams, keySetFns, loopBound, tileDecodeWgsl, tileEnumWgsl, tilePlanWgsl } from './keyset-wgsl.js';
 import type { StorageType } from '../types.js';
 
 export interface PlainVariant {
@@ -27,10 +27,12 @@ export interface PlainVariant {
   wg: number;
   hip: boolean;
   split: boolean;
+  /** Let the compiler unroll the inner loops (GPUs: yes; software adapters: no, see loopBound). */
+  unroll: boolean;
 }
 
 export function plainVariantName(v: PlainVariant): string {
-  return `attention/flash-plain-${v.dtype}-d${v.headDim}-r${v.rowsH}x${v.rowsQ}-k${v.bk}-wg${v.wg}${v.hip ? '-hip' : ''}${v.split ? '-split' : ''}`;
+  return `attention/flash-plain-${v.dtype}-d${v.headDim}-r${v.rowsH}x${v.rowsQ}-k${v.bk}-wg${v.wg}${v.hip ? '-hip' : ''}${v.split ? '-split' : ''}${v.unroll ? '' : '-nounroll'}`;
 }
 
 /** Workgroup memory of a variant, bytes. */
@@ -49,6 +51,7 @@ export function plainWgsl(v: PlainVariant): string {
   const DP4 = D4 + 1; // padded row (vec4 units) of the K/V tiles
   const OPT = Math.ceil((ROWS * D4) / WG); // output vec4s per invocation
   const T = v.dtype;
+  const lb = (n: number) => loopBound(n, v.unroll);
   const accInit = Array.from({ length: OPT }, () => 'vec4<f32>(0.0)').join(', ');
 
   let pv = '';
@@ -61,7 +64,7 @@ export function plainWgsl(v: PlainVariant): string {
           let r = o / ${D4}u;
           let c4 = o % ${D4}u;
           var a = acc[${j}] * a_sh[r];
-          for (var c = 0u; c < ${BK}u; c++) {
+          for (var c = 0u; c < ${lb(BK)}; c++) {
             a += s_sh[r * ${BK}u + c] * v_sh[c * ${DP4}u + c4];
           }
           acc[${j}] = a;
@@ -183,7 +186,7 @@ ${tileDecodeWgsl({ bk: BK, heads: RH })}
       let r = i / ${BK}u;
       let c = i % ${BK}u;
       var d = 0.0;
-      for (var j = 0u; j < ${D4}u; j++) {
+      for (var j = 0u; j < ${lb(D4)}; j++) {
         d += dot(q_sh[r * ${D4}u + j], k_sh[c * ${DP4}u + j]);
       }
       s_sh[i] = select(NEG, d * P.scaleLog2, keyValid(ph, hh, r / ${RQ}u, rpos_sh[r], kpos_sh[c]));
@@ -192,12 +195,12 @@ ${tileDecodeWgsl({ bk: BK, heads: RH })}
     // Online softmax, one invocation per row.
     for (var r = lid; r < ${ROWS}u; r += ${WG}u) {
       var mx = NEG;
-      for (var c = 0u; c < ${BK}u; c++) { mx = max(mx, s_sh[r * ${BK}u + c]); }
+      for (var c = 0u; c < ${lb(BK)}; c++) { mx = max(mx, s_sh[r * ${BK}u + c]); }
       let mo = m_sh[r];
       let mn = max(mo, mx);
       let alpha = exp2(mo - mn);
       var sum = 0.0;
-      for (var c = 0u; c < ${BK}u; c++) {
+      for (var c = 0u; c < ${lb(BK)}; c++) {
         let s = s_sh[r * ${BK}u + c];
         let p = select(0.0, exp2(s - mn), s > 0.5 * NEG);
         s_sh[r * ${BK}u + c] = p;

@@ -54,6 +54,18 @@ export interface AttentionKernelOptions {
   maxBindingBytes?: number;
   /** Uniform ring slots (dispatches encodable between submits). Default 1024. */
   uniformSlots?: number;
+  /**
+   * Let the shader compiler unroll the kernels' inner loops. Default: yes on GPUs, no on
+   * software adapters (lavapipe, SwiftShader), whose LLVM spends tens of seconds per variant
+   * unrolling them.
+   */
+  unrollLoops?: boolean;
+}
+
+/** lavapipe / llvmpipe / SwiftShader and other adapters flagged as fallback. */
+export function isSoftwareAdapter(gpu: GpuContext): boolean {
+  const i = gpu.adapterInfo;
+  return i.isFallbackAdapter || /swiftshader|llvmpipe|lavapipe|software/i.test(`${i.vendor} ${i.architecture} ${i.device} ${i.description}`);
 }
 
 /** Something to begin compute passes on: a command encoder, or a GpuTimer's TimedEncoder. */
@@ -131,6 +143,7 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
   const limits = gpu.limits;
   const maxBinding = Math.min(limits.maxStorageBufferBindingSize, options.maxBindingBytes ?? Infinity);
   const wgMem = limits.maxComputeWorkgroupStorageSize;
+  const unroll = options.unrollLoops ?? !isSoftwareAdapter(gpu);
 
   // ---- prefill path selection
   let prefillPath: Exclude<PrefillPath, 'auto'> = 'plain';
@@ -266,7 +279,7 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
   // ---- pipelines
   const plainCache = new Map<string, PlainVariant>();
   function plainVariant(rowsH: number, rowsQ: number, bk: number, wg: number, hip: boolean, split: boolean): PlainVariant {
-    const v: PlainVariant = { dtype, headDim: D, rowsQ, rowsH, bk, wg, hip, split };
+    const v: PlainVariant = { dtype, headDim: D, rowsQ, rowsH, bk, wg, hip, split, unroll };
     const bytes = plainWorkgroupBytes(v);
     if (bytes > wgMem) {
       throw new HipAttnError('UNSUPPORTED', `attention kernel ${plainVariantName(v)} needs ${bytes} bytes of workgroup memory, the device allows ${wgMem}`);
@@ -418,6 +431,7 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
       splits: split.splits,
       tilesPerSplit: split.tilesPerSplit,
       partRows: s.batch * s.heads * s.queryLength,
+      zero: 0,
     };
     const entries: GPUBindGroupEntry[] = [
       { binding: 1, resource: { buffer: problem.q.buffer, offset: q.offset, size: q.size } },
@@ -488,7 +502,7 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
   }
 
   function mmaVariant(hip: boolean): MmaVariant {
-    return { dtype: 'f16', headDim: D, hip, emulate: prefillPath === 'mma-emulated', ...mmaCfg! };
+    return { dtype: 'f16', headDim: D, hip, emulate: prefillPath === 'mma-emulated', unroll, ...mmaCfg! };
   }
 
   function prefillRowsQ(): number {
@@ -511,7 +525,7 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
     const wg = G >= 8 ? 128 : 64;
     // The largest key tile whose f32 K/V tiles fit the device's workgroup memory.
     let bk = DECODE_BK;
-    while (bk > 4 && plainWorkgroupBytes({ dtype, headDim: D, rowsQ: 1, rowsH: G, bk, wg, hip, split: true }) > wgMem) bk /= 2;
+    while (bk > 4 && plainWorkgroupBytes({ dtype, headDim: D, rowsQ: 1, rowsH: G, bk, wg, hip, split: true, unroll }) > wgMem) bk /= 2;
     const v = plainVariant(G, 1, bk, wg, hip, true);
     return { split: v, reduce: { dtype, headDim: D, rowsQ: 1, rowsH: G } };
   }

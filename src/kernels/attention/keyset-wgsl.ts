@@ -63,8 +63,18 @@ export const AttnParams = defineUniforms('Params', {
   splits: 'u32', // key splits per query tile (decode); 1 otherwise
   tilesPerSplit: 'u32', // key tiles per split
   partRows: 'u32', // rows of the split-K partials (batch × heads × qLen)
+  zero: 'u32', // always 0: added to loop bounds the compiler must not unroll (software adapters)
 });
 export type AttnParamValues = Parameters<typeof AttnParams.pack>[0];
+
+/**
+ * A constant loop bound, or (unroll false) the same bound made opaque to the shader compiler.
+ * Software rasterisers (lavapipe, SwiftShader) spend tens of seconds in LLVM fully unrolling
+ * a kernel's inner loops; on GPUs unrolled loops are faster.
+ */
+export function loopBound(n: number, unroll: boolean): string {
+  return unroll ? `${n}u` : `(${n}u + P.zero)`;
+}
 
 /** Large negative finite "minus infinity" (WGSL implementations may assume no infinities). */
 export const NEG = '-1.0e30';
