@@ -5,7 +5,7 @@ import { HipAttnError } from '../../errors.js';
 import type { StorageType } from '../types.js';
 import { getTestGpu, testSeed } from '../../../test/gpu-helpers.js';
 import { acquireGpu, compileShader } from '../../gpu/index.js';
-import { createHipMaskEstimator, hipMaskCost, hipMaskWgsl, readGpuHipMask, uploadHipMask, type HipMaskEstimatorOptions, type HipMaskVariant } from './index.js';
+import { createHipMaskEstimator, hipMaskCost, hipMaskWgsl, readGpuHipMask, uploadHipMask, workgroupBytes, type HipMaskEstimatorOptions, type HipMaskVariant } from './index.js';
 import { compareMasks, cpuMask, randomCpuProblem, uploadProblem, type MaskProblemSpec } from './testing.js';
 
 const gpu = await getTestGpu();
@@ -246,7 +246,16 @@ describe.skipIf(!nullGpu?.features.subgroupMatrix)('tensor-core kernel WGSL (Daw
             subgroupSort,
             matrix: { M: 16, N: 16, K: 16, subgroupSize: 32, subgroups: 4, qRegisters: subgroupSort !== 0 },
           };
-          await compileShader(nullGpu!.device, `hip-mask/matrix-${dtype}`, hipMaskWgsl(v));
+          if (workgroupBytes(v) <= nullGpu!.limits.maxComputeWorkgroupStorageSize) {
+            // small enough for the null device's workgroup memory: full pipeline validation
+            await nullGpu!.pipelines.computePipeline({
+              name: `hip-mask/matrix-${dtype}`,
+              code: hipMaskWgsl(v),
+              bindings: [['uniform', 'read-only-storage', 'read-only-storage', 'storage']],
+            });
+          } else {
+            await compileShader(nullGpu!.device, `hip-mask/matrix-${dtype}`, hipMaskWgsl(v));
+          }
         });
       }
     }
