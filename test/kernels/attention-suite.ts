@@ -143,6 +143,9 @@ describe.skipIf(!gpu)('attention kernels f16: tensor-core prefill kernel, emulat
   it('f16: unrolled tile loops (the exact code structure of the GPU kernel), d 32, HiP', async () => {
     await check('f16', 'mma-emu unrolled hip d32', { method: 'hip', mode: 'prefill', shape: shape({ heads: 2, kvHeads: 1, headDim: 32, queryLength: 130, keyLength: 130 }) }, { prefill: 'mma-emulated', unrollLoops: true });
   });
+  it('f16: O rescaled on every growth of a row max (exercises the rare rescale path), dense with a strong sink', async () => {
+    await check('f16', 'mma-emu rescale', { method: 'dense', mode: 'prefill', shape: shape({ heads: 2, kvHeads: 1, queryLength: 100, keyLength: 100 }) }, { prefill: 'mma-emulated', mma: { rescaleThreshold: 0 } });
+  });
 });
 
 const hasMma = !!gpu?.features.subgroupMatrix;

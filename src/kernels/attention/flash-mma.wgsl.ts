@@ -34,12 +34,14 @@ export interface MmaVariant {
   sg: number;
   warps: number;
   bk: number;
-  /** Let the compiler unroll inner loops (see loopBound); the MMA tile loops are always unrolled. */
+  /** Let the compiler unroll the loops (see loopBound). */
   unroll: boolean;
+  /** log2 units a row max may grow before O is rescaled (default 8; 0 = on every growth, for tests). */
+  threshold?: number;
 }
 
 export function mmaVariantName(v: MmaVariant): string {
-  return `attention/flash-mma${v.emulate ? '-emulated' : ''}-d${v.headDim}-m${v.m}-sg${v.sg}-w${v.warps}-k${v.bk}${v.hip ? '-hip' : ''}${v.unroll ? '' : '-nounroll'}`;
+  return `attention/flash-mma${v.emulate ? '-emulated' : ''}-d${v.headDim}-m${v.m}-sg${v.sg}-w${v.warps}-k${v.bk}${v.hip ? '-hip' : ''}${v.unroll ? '' : '-nounroll'}${v.threshold !== undefined ? `-t${v.threshold}` : ''}`;
 }
 
 const PAD = 8; // f16 elements of padding per K/V/Q row in workgroup memory (keeps 16-byte alignment)
@@ -150,7 +152,7 @@ fn emuLoad_s(off: u32, cm: bool, stride: u32, lane: u32) -> ${R} {
 
 export function mmaWgsl(v: MmaVariant): string {
   const { headDim: D, m: TM, sg: SG, warps: W, bk: BK } = v;
-  const ops = v.emulate ? emulatedOps(TM, SG, v.unroll) : realOps(TM);
+  const ops = v.emulate ? emulatedOps(TM, SG, false) : realOps(TM); // emulation internals never unrolled (test-only code)
   const lb = (n: number) => loopBound(n, v.unroll);
   const BQ = W * TM;
   const DP = D + PAD;
@@ -333,7 +335,7 @@ ${qk}    workgroupBarrier();
       if (keyValid(ph, hh, 0u, myPos, kpos_sh[c])) { mx = max(mx, s_sh[sb + c] * P.scaleLog2); }
     }
     var alpha = 1.0;
-    if (mx > mref + ${THRESHOLD}.0) {
+    if (mx > mref + ${(v.threshold ?? THRESHOLD).toFixed(1)}) {
       if (mref > 0.5 * NEG) {
         alpha = exp2(mref - mx);
         flag_sh = 1u;

@@ -45,7 +45,7 @@ export interface AttentionKernelOptions {
    */
   prefill?: PrefillPath;
   /** Tile configuration of the mma prefill kernel (default: the largest that fits). */
-  mma?: { warps?: number; bk?: number };
+  mma?: { warps?: number; bk?: number; rescaleThreshold?: number };
   /** encode() uses the decode (split-K) path for queryLength ≤ this. Default 1. */
   decodeMaxQueries?: number;
   /** Split-K: aim for about this many workgroups per decode dispatch. Default 1024. */
@@ -502,7 +502,15 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
   }
 
   function mmaVariant(hip: boolean): MmaVariant {
-    return { dtype: 'f16', headDim: D, hip, emulate: prefillPath === 'mma-emulated', unroll, ...mmaCfg! };
+    return {
+      dtype: 'f16',
+      headDim: D,
+      hip,
+      emulate: prefillPath === 'mma-emulated',
+      unroll,
+      ...mmaCfg!,
+      ...(options.mma?.rescaleThreshold !== undefined ? { threshold: options.mma.rescaleThreshold } : {}),
+    };
   }
 
   function prefillRowsQ(): number {
