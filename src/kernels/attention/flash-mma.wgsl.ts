@@ -331,8 +331,13 @@ ${qk}    workgroupBarrier();
     // Softmax: row max over the whole tile (each lane of the row), P for this lane's columns.
     let sb = ${warpS} + row * ${BK}u;
     var mx = NEG;
-    for (var c = 0u; c < ${lb(BK)}; c++) {
-      if (keyValid(ph, hh, 0u, myPos, kpos_sh[c])) { mx = max(mx, s_sh[sb + c] * P.scaleLog2); }
+    if (full) {
+      for (var c = 0u; c < ${lb(BK)}; c++) { mx = max(mx, s_sh[sb + c]); }
+      mx = mx * P.scaleLog2;
+    } else {
+      for (var c = 0u; c < ${lb(BK)}; c++) {
+        if (keyValid(ph, hh, 0u, myPos, kpos_sh[c])) { mx = max(mx, s_sh[sb + c] * P.scaleLog2); }
+      }
     }
     var alpha = 1.0;
     if (mx > mref + ${(v.threshold ?? THRESHOLD).toFixed(1)}) {
@@ -345,7 +350,7 @@ ${qk}    workgroupBarrier();
     lsum = lsum * alpha;
     for (var c = seg; c < seg + ${lb(CPL)}; c++) {
       var p = f16(0.0);
-      if (keyValid(ph, hh, 0u, myPos, kpos_sh[c])) { p = f16(exp2(s_sh[sb + c] * P.scaleLog2 - mref)); }
+      if (full || keyValid(ph, hh, 0u, myPos, kpos_sh[c])) { p = f16(exp2(s_sh[sb + c] * P.scaleLog2 - mref)); }
       p_sh[sb + c] = p;
       lsum += f32(p);
     }

@@ -189,7 +189,7 @@ ${tileDecodeWgsl({ bk: BK, heads: RH })}
       for (var j = 0u; j < ${lb(D4)}; j++) {
         d += dot(q_sh[r * ${D4}u + j], k_sh[c * ${DP4}u + j]);
       }
-      s_sh[i] = select(NEG, d * P.scaleLog2, keyValid(ph, hh, r / ${RQ}u, rpos_sh[r], kpos_sh[c]));
+      s_sh[i] = select(NEG, d * P.scaleLog2, full || keyValid(ph, hh, r / ${RQ}u, rpos_sh[r], kpos_sh[c]));
     }
     workgroupBarrier();
     // Online softmax, one invocation per row.

@@ -444,8 +444,17 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
     return { params, entries };
   }
 
-  /** Splits the problem into dispatches whose bindings fit. */
-  function plan(problem: GpuAttentionProblem, ks: ResolvedKeySet, g: Grid): Dispatch[] {
+  /** Splits the problem into dispatches whose bindings fit and whose x extent (tiles × xPerTile) is within the device's limit. */
+  function plan(problem: GpuAttentionProblem, ks: ResolvedKeySet, g: Grid, xPerTile = 1): Dispatch[] {
+    const maxTiles = Math.max(1, Math.floor(limits.maxComputeWorkgroupsPerDimension / xPerTile));
+    const out: Dispatch[] = [];
+    for (const d of planBindings(problem, ks, g)) {
+      for (let t = 0; t < d.nt; t += maxTiles) out.push({ ...d, t0: d.t0 + t, nt: Math.min(maxTiles, d.nt - t) });
+    }
+    return out;
+  }
+
+  function planBindings(problem: GpuAttentionProblem, ks: ResolvedKeySet, g: Grid): Dispatch[] {
     const s = problem.shape;
     const G = s.heads / s.kvHeads;
     const yAll = g.rowsH === 1 ? s.heads : s.kvHeads;
@@ -585,10 +594,11 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
     if (partBytes(splits) > maxBinding) {
       throw new HipAttnError('OUT_OF_MEMORY', `attention decode: split-K partials need ${formatBytes(partBytes(splits))} in one binding, over the limit of ${formatBytes(maxBinding)}; use the prefill path for this many queries`);
     }
+    splits = Math.min(splits, Math.max(1, Math.floor(limits.maxComputeWorkgroupsPerDimension / Math.min(g.nTiles, 64))));
     const tilesPerSplit = Math.ceil(tiles / splits);
     splits = Math.ceil(tiles / tilesPerSplit);
     const part = scratchBuffer(partBytes(splits));
-    const dispatches = plan(problem, ks, g);
+    const dispatches = plan(problem, ks, g, splits);
     const bounds = dispatches.map((d) => ({ d, b: bind(problem, ks, g, d, { splits, tilesPerSplit, part }) }));
     const slotsUsed = bounds.map(({ b }) => takeSlot(b.params));
     const pass = beginPass(target, `attention decode ${keySet.kind}`);

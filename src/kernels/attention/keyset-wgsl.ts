@@ -201,5 +201,14 @@ export function tileDecodeWgsl(opts: { bk: number; heads: number }): string {
 ${nested}    } else {
       ph = 2u;
       base = (gt - tS - tBsum) * ${BK}u;
+    }
+    // A full sink/window tile whose keys are valid for every query of the tile (the bulk of
+    // the work at long contexts) skips the per-pair validity test.
+    var full = false;
+    if (ph == 0u) {
+      full = base + ${BK}u <= nS && i32(base) + ${BK - 1} <= P0;
+    } else if (ph == 2u) {
+      let ft = wLo + i32(base);
+      full = base + ${BK}u <= nW && ft >= winStart(P1) && ft + ${BK - 1} <= P0;
     }`;
 }
