@@ -229,6 +229,50 @@ export function mmaWgsl(v: MmaVariant): string {
 `,
   );
 
+  // Gather the key tile: each invocation owns one slot (key) and TPS of them share its row,
+  // so the slot's key position is computed once; empty slots are zero-filled.
+  const TPS = WG / BK;
+  const store4 = (base: string, x: string) =>
+    [0, 1, 2, 3].map((e) => `kv_sh[${base} + ${e}u] = ${x}.${'xyzw'[e]};`).join(' ');
+  const gather =
+    WG % BK === 0 && D4 % TPS === 0
+      ? `    {
+      let c = lid / ${TPS}u;
+      let t = slotKey(ph, hh, base, c, nS, wLo, P1, nb);
+      if (lid % ${TPS}u == 0u) { kpos_sh[c] = t; }
+      let kr = kRow0 + u32(max(t, 0)) * P.kST;
+      let vr = vRow0 + u32(max(t, 0)) * P.vST;
+      for (var jj = 0u; jj < ${lb(D4 / TPS)}; jj++) {
+        let j = lid % ${TPS}u + jj * ${TPS}u;
+        var kx = vec4<f16>(0.0);
+        var vx = vec4<f16>(0.0);
+        if (t >= 0) {
+          kx = K[kr + j];
+          vx = V[vr + j];
+        }
+        let o = c * ${DP}u + j * 4u;
+        ${store4('o', 'kx')}
+        ${store4(`${V_OFF}u + o`, 'vx')}
+      }
+    }
+`
+      : `    for (var i = lid; i < ${BK * D4}u; i += ${WG}u) {
+      let c = i / ${D4}u;
+      let j = i % ${D4}u;
+      let t = slotKey(ph, hh, base, c, nS, wLo, P1, nb);
+      if (j == 0u) { kpos_sh[c] = t; }
+      var kx = vec4<f16>(0.0);
+      var vx = vec4<f16>(0.0);
+      if (t >= 0) {
+        kx = K[kRow0 + u32(t) * P.kST + j];
+        vx = V[vRow0 + u32(t) * P.vST + j];
+      }
+      let o = c * ${DP}u + j * 4u;
+      ${store4('o', 'kx')}
+      ${store4(`${V_OFF}u + o`, 'vx')}
+    }
+`;
+
   return /* wgsl */ `${ops.header}
 ${AttnParams.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
@@ -304,28 +348,7 @@ ${oDecl}  var mref = NEG;
 
   for (var gt = 0u; gt < tTotal; gt++) {
 ${tileDecodeWgsl({ bk: BK, heads: 1 })}
-    for (var i = lid; i < ${BK * D4}u; i += ${WG}u) {
-      let c = i / ${D4}u;
-      let j = i % ${D4}u;
-      let t = slotKey(ph, hh, base, c, nS, wLo, P1, nb);
-      if (j == 0u) { kpos_sh[c] = t; }
-      var kx = vec4<f16>(0.0);
-      var vx = vec4<f16>(0.0);
-      if (t >= 0) {
-        kx = K[kRow0 + u32(t) * P.kST + j];
-        vx = V[vRow0 + u32(t) * P.vST + j];
-      }
-      let o = c * ${DP}u + j * 4u;
-      kv_sh[o] = kx.x;
-      kv_sh[o + 1u] = kx.y;
-      kv_sh[o + 2u] = kx.z;
-      kv_sh[o + 3u] = kx.w;
-      kv_sh[${V_OFF}u + o] = vx.x;
-      kv_sh[${V_OFF}u + o + 1u] = vx.y;
-      kv_sh[${V_OFF}u + o + 2u] = vx.z;
-      kv_sh[${V_OFF}u + o + 3u] = vx.w;
-    }
-    workgroupBarrier();
+${gather}    workgroupBarrier();
     // S = Q · Kᵀ for this warp's rows.
 ${qk}    workgroupBarrier();
     // Softmax: row max over the whole tile (each lane of the row), P for this lane's columns.
