@@ -61,6 +61,7 @@ function addRetrievalOptions(cmd: Command, defaults: { lengths: string; trials: 
     .option('--depths <fractions>', 'comma-separated needle depths in [0, 1]', depthListArg, [0, 0.25, 0.5, 0.75, 1])
     .option('--trials <n>', 'trials per (length, depth) cell', intArg('--trials'), defaults.trials)
     .option('--seed <n>', 'seed of the prompts (filler offsets, passkeys, keys)', intArg('--seed'), 1)
+    .option('--last-token-decode', "feed the prompt's last token as a decoding step (HiP: its mask is estimated for that query alone, not shared with its query block)")
     .addOption(new Option('--format <layout>', 'prompt layout: plain (BOS + prose, as hip-testbed was trained) or landmark (task line + filler sentences, chat template)').choices([...PROMPT_LAYOUTS]).default('plain'));
 }
 
@@ -106,7 +107,7 @@ export class EvalSession<Row> {
     this.doc = {
       task,
       model: this.modelPath,
-      options: { ...options, attention: opts.attention, attentionOptions: attention, requestedDevice: opts.device },
+      options: { ...options, attention: opts.attention, attentionOptions: attention, requestedDevice: opts.device, ...(opts.lastTokenDecode ? { lastTokenDecode: true } : {}) },
       date: new Date().toISOString(),
       device: '',
       rows: [],
@@ -258,7 +259,7 @@ export async function runRetrievalCommand(s: RetrievalCommandSpec): Promise<{ ro
   try {
     result = await runRetrieval(
       s.makeTask,
-      { methods, lengths: s.lengths, depths: s.depths, trials: s.trials },
+      { methods, lengths: s.lengths, depths: s.depths, trials: s.trials, lastTokenAsDecode: s.opts.lastTokenDecode === true },
       session.loader(),
       {
         signal: session.controller.signal,

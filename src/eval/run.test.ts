@@ -21,6 +21,10 @@ describe('eval runners on stories260K', () => {
       const ref = await model.generate({ ids }, { maxNewTokens: 12, temperature: 0 });
       expect(mine.ids).toEqual(ref.ids);
       expect(mine.text).toBe(ref.text);
+      // feeding the last prompt token as a decoding step runs HiP's decode path; here (700 tokens,
+      // every key within sink + window + top-k) it must give the same tokens
+      const split = await greedyContinuation(model, ids, 12, { lastTokenAsDecode: true });
+      expect(split.ids).toEqual(ref.ids);
     } finally {
       await model.dispose();
     }

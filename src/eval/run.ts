@@ -77,7 +77,16 @@ export async function greedyContinuation(
   model: HipModel,
   ids: readonly number[],
   maxNewTokens: number,
-  opts: { signal?: AbortSignal; onPrefill?: (done: number) => void } = {},
+  opts: {
+    signal?: AbortSignal;
+    onPrefill?: (done: number) => void;
+    /**
+     * Prefill all but the last prompt token, then feed the last one as a decoding step: with
+     * HiP its mask is then estimated for that query alone instead of being shared with the
+     * rest of its query block (see `hipattn eval recall`). Dense and StreamingLLM are unchanged.
+     */
+    lastTokenAsDecode?: boolean;
+  } = {},
 ): Promise<{ ids: number[]; text: string }> {
   if (ids.length === 0) throw new HipAttnError('INVALID_OPTION', 'empty prompt');
   if (ids.length + maxNewTokens > model.contextLength) {
@@ -88,14 +97,16 @@ export async function greedyContinuation(
   const chunk = prefillChunk(model);
   model.reset();
   let logits: Float32Array = new Float32Array(0);
-  for (let s = 0; s < ids.length; s += chunk) {
-    const part = ids.slice(s, s + chunk);
-    const last = s + chunk >= ids.length;
+  const prefill = opts.lastTokenAsDecode && ids.length > 1 ? ids.length - 1 : ids.length;
+  for (let s = 0; s < prefill; s += chunk) {
+    const part = ids.slice(s, Math.min(s + chunk, prefill));
+    const last = s + part.length >= ids.length;
     logits = await model.forward(part, { logits: last ? 'last' : 'none', chunkSize: chunk });
     opts.onPrefill?.(s + part.length);
     await breathe();
     if (opts.signal?.aborted) throw new Aborted();
   }
+  if (prefill < ids.length) logits = await model.forward([ids[ids.length - 1]!], { logits: 'last' });
   const out: number[] = [];
   while (out.length < maxNewTokens) {
     const id = argmax(logits);
@@ -116,6 +127,8 @@ export interface RetrievalSpec {
   lengths: readonly number[];
   depths: readonly number[];
   trials: number;
+  /** See greedyContinuation. Default false (as HipModel.generate). */
+  lastTokenAsDecode?: boolean;
 }
 
 /** One trial's prompt and output (kept for inspection in the JSON). */
@@ -189,6 +202,7 @@ export async function runRetrieval(
               const t0 = performance.now();
               const gen = await greedyContinuation(model, prompt.ids, prompt.maxNewTokens, {
                 signal: hooks.signal,
+                lastTokenAsDecode: spec.lastTokenAsDecode,
                 onPrefill: (n) => hooks.onProgress?.({ fraction: (base + (n / prompt!.ids.length) * length) / totalWork, label }),
               });
               timing.seconds += (performance.now() - t0) / 1000;
