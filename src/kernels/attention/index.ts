@@ -22,7 +22,7 @@ import { BufferUsage, formatBytes, type CompiledPipeline, type GpuContext, type 
 import type { GpuAttentionProblem, GpuKeySet, GpuTensor4, StorageType } from '../types.js';
 import { AttnParams, type AttnParamValues } from './keyset-wgsl.js';
 import { plainVariantName, plainWgsl, plainWorkgroupBytes, type PlainVariant } from './flash-plain.wgsl.js';
-import { reduceVariantName, reduceWgsl, REDUCE_WG } from './reduce.wgsl.js';
+import { reduceVariantName, reduceWgsl } from './reduce.wgsl.js';
 import { mmaVariantName, mmaWgsl, mmaWorkgroupBytes, pickMmaConfig, type MmaVariant } from './flash-mma.wgsl.js';
 import { attentionCost, type AttentionCost, type CostKeySet } from './cost.js';
 
@@ -304,8 +304,8 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
     rowsQ: number;
     bsq: number;
     tilesPerQB: number;
+    /** Query tiles (grid x before splits); grid y is heads (rowsH 1) or KV heads, z batch. */
     nTiles: number;
-    /** grid y extent per (batch, group) dispatch: heads per KV group (rowsH 1) or 1. */
   }
 
   function gridOf(problem: GpuAttentionProblem, ks: ResolvedKeySet, rowsH: number, rowsQ: number): Grid {
@@ -624,7 +624,6 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
       pass2.dispatchWorkgroups(d.nt, d.ny, d.nb);
     });
     pass2.end();
-    void REDUCE_WG;
   }
 
   const decodeMax = options.decodeMaxQueries ?? 1;
