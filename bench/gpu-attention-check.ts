@@ -126,11 +126,11 @@ async function main(): Promise<void> {
               if (mode === 'prefill' && SDPA_PREFILL_MS[T]) vs = `${(SDPA_PREFILL_MS[T]! / r.ms).toFixed(2)}x (SDPA ${SDPA_PREFILL_MS[T]} ms)`;
               if (mode === 'decode' && SDPA_DECODE_US[T]) vs = `${(SDPA_DECODE_US[T]! / (r.ms * 1000)).toFixed(2)}x (SDPA ${SDPA_DECODE_US[T]} µs)`;
               console.log(
-                `${String(T).padEnd(8)} ${method.padEnd(10)} ${mode.padEnd(8)} ${config.padEnd(14)} ${r.ms.toFixed(3).padStart(9)} ${r.tflops.toFixed(1).padStart(8)} ${((100 * r.tflops) / H200_F16_TC_TFLOPS).toFixed(1).padStart(7)}% ${r.gbps.toFixed(0).padStart(6)} (${((100 * r.gbps) / H200_HBM_GBPS).toFixed(0)}%)  ${vs}${r.mask ? `  [${r.mask} mask]` : ''} [${r.timing}]`,
+                `${String(T).padEnd(8)} ${method.padEnd(10)} ${mode.padEnd(8)} ${config.padEnd(14)} ${r.ms.toFixed(3).padStart(9)} ${r.tflops.toFixed(1).padStart(8)} ${((100 * r.tflops) / H200_F16_TC_TFLOPS).toFixed(1).padStart(7)}% ${r.gbps.toFixed(0).padStart(6)} (${((100 * r.gbps) / H200_HBM_GBPS).toFixed(0)}%)  ${vs}${r.mask ? `  [${r.mask} mask]` : ''} [${r.timing}, ${r.reps} reps/sample]`,
               );
             } catch (e) {
               const msg = e instanceof Error ? e.message : String(e);
-              rows.push({ seqLen: T, method, mode, config, ms: NaN, flops: 0, bytes: 0, tflops: 0, gbps: 0, timing: 'wall-clock', prefillPath: cfg.path, error: msg });
+              rows.push({ seqLen: T, method, mode, config, ms: NaN, flops: 0, bytes: 0, tflops: 0, gbps: 0, timing: 'wall-clock', reps: 0, prefillPath: cfg.path, error: msg });
               console.log(`${String(T).padEnd(8)} ${method.padEnd(10)} ${mode.padEnd(8)} ${config.padEnd(14)} ERROR ${msg.split('\n')[0]}`);
             }
           }

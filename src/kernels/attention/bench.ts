@@ -37,6 +37,12 @@ export interface AttentionBenchOptions {
   kernelOptions?: Partial<AttentionKernelOptions>;
   warmup?: number;
   iterations?: number;
+  /**
+   * Kernel repetitions per timed sample (time / reps is reported): GPU timestamps may be
+   * coarse (65.5 µs on the H200 through Dawn/Vulkan), so short kernels are repeated. Default:
+   * enough for ≥ 2 ms per sample, at most 100.
+   */
+  reps?: number;
   seed?: number;
 }
 
@@ -49,6 +55,8 @@ export interface AttentionBenchResult {
   tflops: number;
   gbps: number;
   timing: 'timestamp' | 'wall-clock';
+  /** Kernel repetitions per sample. */
+  reps: number;
   prefillPath: string;
   /** 'given' | 'synthetic' for HiP; undefined otherwise. */
   mask?: 'given' | 'synthetic';
@@ -176,7 +184,7 @@ export async function benchAttention(gpu: GpuContext, opts: AttentionBenchOption
     buffers.push(b);
     return b;
   };
-  const timer = new GpuTimer(gpu, { maxPasses: 128 });
+  const timer = new GpuTimer(gpu, { maxPasses: 256 });
   try {
     const seed = opts.seed ?? 1234;
     const qN = B * H * Lq * d;
@@ -215,17 +223,23 @@ export async function benchAttention(gpu: GpuContext, opts: AttentionBenchOption
       keySet = { kind: 'hip', mask };
     }
     await kernels.prepare(problem, keySet, opts.mode);
-    const run = () =>
-      timer.time((enc) => {
-        kernels.encodeSync(enc, problem, keySet, opts.mode);
+    // One sample: `reps` back-to-back runs in one command buffer, from the first pass's start
+    // to the last pass's end (timestamps) or submit to completion (wall-clock), divided by reps.
+    const run = async (reps: number) => {
+      const t = await timer.time((enc) => {
+        for (let r = 0; r < reps; r++) kernels.encodeSync(enc, problem, keySet, opts.mode);
       });
-    for (let i = 0; i < (opts.warmup ?? 2); i++) await run();
+      return { ms: t.ms / reps, source: t.source };
+    };
+    const first = await run(1);
+    const reps = opts.reps ?? Math.max(1, Math.min(100, Math.ceil(2 / Math.max(first.ms, 0.001))));
+    for (let i = 0; i < (opts.warmup ?? 2); i++) await run(reps);
     const samples: number[] = [];
-    let source: 'timestamp' | 'wall-clock' = 'wall-clock';
+    let source: 'timestamp' | 'wall-clock' = first.source;
     for (let i = 0; i < (opts.iterations ?? 5); i++) {
-      const t = await run();
+      const t = await run(reps);
       source = t.source;
-      samples.push(t.source === 'timestamp' ? t.passes.reduce((a, p) => a + p.ms, 0) : t.ms);
+      samples.push(t.ms);
     }
     const sorted = [...samples].sort((a, b) => a - b);
     const ms = sorted[Math.floor(sorted.length / 2)]!;
@@ -238,6 +252,7 @@ export async function benchAttention(gpu: GpuContext, opts: AttentionBenchOption
       tflops: cost.flops / (ms * 1e-3) / 1e12,
       gbps: cost.bytes / (ms * 1e-3) / 1e9,
       timing: source,
+      reps,
       prefillPath: kernels.prefillPath,
       ...(maskKind ? { mask: maskKind } : {}),
       shape,

@@ -417,7 +417,11 @@ export function pickMmaConfig(
     const cfg = gpu.adapterInfo.subgroupMatrixConfigs.find(
       (c) => c.componentType === 'f16' && c.resultComponentType === 'f32' && c.M === m && c.N === m && c.K === m,
     );
-    if (!cfg) return { ok: false, why: `no f16 → f32 ${m}×${m}×${m} subgroup-matrix config (have ${JSON.stringify(gpu.adapterInfo.subgroupMatrixConfigs)})` };
+    // An empty list means the platform did not report its configs: try (pipeline creation
+    // fails loudly if the shape is unsupported).
+    if (!cfg && gpu.adapterInfo.subgroupMatrixConfigs.length > 0) {
+      return { ok: false, why: `no f16 → f32 ${m}×${m}×${m} subgroup-matrix config (have ${JSON.stringify(gpu.adapterInfo.subgroupMatrixConfigs)})` };
+    }
     const { subgroupMinSize: lo, subgroupMaxSize: hi } = gpu.adapterInfo;
     if (hi > 0 && lo !== hi) return { ok: false, why: `the subgroup size varies (${lo}–${hi}); the kernel needs a fixed size` };
     if (hi > 0) sg = hi;

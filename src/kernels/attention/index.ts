@@ -601,18 +601,18 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
     const dispatches = plan(problem, ks, g, splits);
     const bounds = dispatches.map((d) => ({ d, b: bind(problem, ks, g, d, { splits, tilesPerSplit, part }) }));
     const slotsUsed = bounds.map(({ b }) => takeSlot(b.params));
+    // Split kernel and reduce in one pass (dispatches in a pass see each other's writes), so a
+    // decode step costs one pass.
     const pass = beginPass(target, `attention decode ${keySet.kind}`);
     pass.setPipeline(ps.pipeline);
     bounds.forEach(({ d, b }, i) => {
       pass.setBindGroup(0, bindGroup(ps, slotsUsed[i]!, b.entries, { 4: { binding: 4, resource: { buffer: dummyRW } } }));
       pass.dispatchWorkgroups(d.nt * splits, d.ny, d.nb);
     });
-    pass.end();
-    const pass2 = beginPass(target, `attention decode reduce`);
-    pass2.setPipeline(pr.pipeline);
+    pass.setPipeline(pr.pipeline);
+    const ro = { buffer: dummyRO };
     bounds.forEach(({ d, b }, i) => {
-      const ro = { buffer: dummyRO };
-      pass2.setBindGroup(
+      pass.setBindGroup(
         0,
         bindGroup(pr, slotsUsed[i]!, b.entries, {
           1: { binding: 1, resource: ro },
@@ -621,9 +621,9 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
           5: { binding: 5, resource: ro },
         }),
       );
-      pass2.dispatchWorkgroups(d.nt, d.ny, d.nb);
+      pass.dispatchWorkgroups(d.nt, d.ny, d.nb);
     });
-    pass2.end();
+    pass.end();
   }
 
   const decodeMax = options.decodeMaxQueries ?? 1;
