@@ -29,7 +29,7 @@ export interface DemoPreset {
  */
 export const DEMO_PRESETS: Record<'gpu' | 'slow', DemoPreset> = {
   gpu: { lengths: [4096, 8192], depths: [0, 0.25, 0.5, 0.75, 1], trials: 2 },
-  slow: { lengths: [2048], depths: [0, 0.5, 1], trials: 1 },
+  slow: { lengths: [2048], depths: [0.25, 0.75], trials: 1 },
 };
 
 /** A WebGPU adapter that runs on the CPU (its description, as the backend reports it). */
@@ -42,7 +42,7 @@ export function registerDemo(program: Command): void {
     .command('demo')
     .description('passkey retrieval on the embedded model with dense, HiP and StreamingLLM attention: accuracy, time and a chart (npm start)')
     .option('--lengths <tokens>', 'context lengths (default: 4096,8192 on a GPU, 2048 on the CPU or a software adapter)', intListArg('--lengths'))
-    .option('--depths <fractions>', 'needle depths in [0, 1] (default: 0,0.25,0.5,0.75,1 on a GPU, 0,0.5,1 otherwise)', depthListArg)
+    .option('--depths <fractions>', 'needle depths in [0, 1] (default: 0,0.25,0.5,0.75,1 on a GPU, 0.25,0.75 otherwise)', depthListArg)
     .option('--trials <n>', 'trials per cell (default: 2 on a GPU, 1 otherwise)', intArg('--trials'))
     .option('--seed <n>', 'seed of the prompts', intArg('--seed'), 1)
     .option('--haystack <file>', 'filler prose (default: the embedded Northanger Abbey excerpt)')
