@@ -14,6 +14,7 @@
  *    prefill tok/s (one 2048-token chunk) and decode tok/s.
  * Results are printed as they come and written to --out (JSON) at the end and after each part.
  */
+import { LLAMA3_8B } from '../src/model/synthetic.js';
 import { writeFileSync } from 'node:fs';
 import { acquireGpu, createStorageBuffer, type GpuContext, GpuTimer, readFloat16, readFloat32, roundToFloat16, summaryLine, toFloat16Bits } from '../src/gpu/index.js';
 import { GpuLinear, type LinearOptions, type MatmulChoice, pickSubgroupMatrixConfig } from '../src/kernels/matmul/matmul.js';
@@ -253,27 +254,8 @@ async function timing(gpu: GpuContext): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Llama-3-8B-shaped model
+// Llama-3-8B-shaped model (LLAMA3_8B from src/model/synthetic.ts)
 
-export const LLAMA3_8B: LlamaConfig = {
-  modelType: 'llama',
-  hiddenSize: 4096,
-  numLayers: 32,
-  numHeads: 32,
-  numKvHeads: 8,
-  headDim: 128,
-  intermediateSize: 14336,
-  rmsNormEps: 1e-5,
-  vocabSize: 128256,
-  tieWordEmbeddings: false,
-  qkvBias: false,
-  oBias: false,
-  mlpBias: false,
-  maxPositionEmbeddings: 131072,
-  bosTokenId: 128000,
-  eosTokenIds: [128001],
-  rope: { theta: 500000, scaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 } },
-};
 
 async function model(gpu: GpuContext): Promise<void> {
   const config: LlamaConfig = smoke ? { ...LLAMA3_8B, hiddenSize: 128, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 32, intermediateSize: 256, vocabSize: 1000 } : LLAMA3_8B;

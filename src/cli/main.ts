@@ -3,6 +3,7 @@
 import { Command } from 'commander';
 import { HipAttnError } from '../errors.js';
 import { registerAttentionDemo } from './attention-demo.js';
+import { registerBench } from './bench.js';
 import { registerDemo } from './demo.js';
 import { registerEval } from './eval.js';
 import { registerGenerate } from './generate.js';
@@ -12,6 +13,7 @@ export function buildProgram(): Command {
   const program = new Command();
   program.name('hipattn').description('HiP attention: sub-quadratic sparse attention for Llama-family LLMs on WebGPU and CPU').showHelpAfterError();
   registerAttentionDemo(program);
+  registerBench(program);
   registerGenerate(program);
   registerEval(program);
   registerDemo(program);

@@ -60,3 +60,25 @@ export function syntheticTensorStore(config: LlamaConfig, seed: number): TensorS
     close: async () => {},
   };
 }
+
+/** The shapes of Llama-3-8B (for benchmarks with random weights: shapes are what matter for speed). */
+export const LLAMA3_8B: LlamaConfig = {
+  modelType: 'llama',
+  hiddenSize: 4096,
+  numLayers: 32,
+  numHeads: 32,
+  numKvHeads: 8,
+  headDim: 128,
+  intermediateSize: 14336,
+  rmsNormEps: 1e-5,
+  vocabSize: 128256,
+  tieWordEmbeddings: false,
+  qkvBias: false,
+  oBias: false,
+  mlpBias: false,
+  maxPositionEmbeddings: 131072,
+  bosTokenId: 128000,
+  eosTokenIds: [128001],
+  rope: { theta: 500000, scaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 } },
+};
+

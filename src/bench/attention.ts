@@ -1,0 +1,134 @@
+/**
+ * The attention benchmark behind `hipattn bench attention`: dense vs HiP vs StreamingLLM on the
+ * GPU, prefill (all T queries) and decode (one query, context T, one layer), with GPU
+ * timestamps. HiP prefill = mask estimation (tree search) + sparse attention over the mask
+ * estimated from the same inputs; HiP decode = sparse attention with a cached mask + the
+ * mask refresh amortised over refreshInterval tokens. Components are timed separately (median
+ * of several runs each) and summed.
+ */
+import { type HipOptions, resolveHipOptions, resolveStreamingOptions, type StreamingOptions } from '../attention/options.js';
+import { resolveShape } from '../attention/shape.js';
+import type { AttentionMethod } from '../attention/method.js';
+import { createStorageBuffer, type GpuContext } from '../gpu/index.js';
+import { benchAttention, fillRandom } from '../kernels/attention/bench.js';
+import { benchHipMask } from '../kernels/hip-mask/bench.js';
+import { createHipMaskEstimator } from '../kernels/hip-mask/index.js';
+import type { GpuHipMask, StorageType } from '../kernels/types.js';
+
+export type BenchMode = 'prefill' | 'decode';
+
+export interface AttentionBenchSpec {
+  seqLens: number[];
+  methods: AttentionMethod[];
+  modes: BenchMode[];
+  /** HiP is also run at these lengths (dense and StreamingLLM are not). */
+  hipOnlySeqLens?: number[];
+  heads?: number;
+  kvHeads?: number;
+  headDim?: number;
+  dtype?: StorageType;
+  hip?: Partial<HipOptions>;
+  streaming?: Partial<StreamingOptions>;
+  seed?: number;
+}
+
+export interface AttentionBenchRow {
+  T: number;
+  method: AttentionMethod;
+  mode: BenchMode;
+  /** Total GPU time per layer (ms); for HiP the sum of the parts below. */
+  ms: number;
+  /** HiP: mask estimation (prefill) or refresh / refreshInterval (decode), and sparse attention. */
+  maskMs?: number;
+  attentionMs?: number;
+  /** Useful FLOPs and minimal bytes of the whole step, and the rates they imply. */
+  flops: number;
+  bytes: number;
+  tflops: number;
+  gbps: number;
+  path: string;
+  timing: string;
+  error?: string;
+}
+
+const tokenMajor = (T: number, H: number, d: number) => ({ strideBatch: T * H * d, strideHead: d, strideToken: H * d });
+
+/** Estimates the HiP mask of the exact inputs `benchAttention` builds from `seed` (same fill, same layout). */
+async function realMask(gpu: GpuContext, T: number, Lq: number, H: number, Hkv: number, d: number, dtype: StorageType, hip: HipOptions, seed: number): Promise<GpuHipMask> {
+  const eb = dtype === 'f16' ? 2 : 4;
+  const q = createStorageBuffer(gpu, Lq * H * d * eb, { label: 'bench q (mask)', splitBindings: true });
+  const k = createStorageBuffer(gpu, Hkv * T * d * eb, { label: 'bench k (mask)', splitBindings: true });
+  try {
+    await fillRandom(gpu, q, Lq * H * d, dtype, seed, 2);
+    await fillRandom(gpu, k, Hkv * T * d, dtype, seed + 1, 2);
+    const est = await createHipMaskEstimator(gpu, { dtype, headDim: d, options: hip, kinds: [Lq === 1 ? 'decode' : 'prefill'] });
+    const shape = resolveShape({ batch: 1, heads: H, kvHeads: Hkv, queryLength: Lq, keyLength: T, headDim: d });
+    const n = hip.topK / hip.blockSizeK;
+    const nQB = Math.ceil(Lq / hip.blockSizeQ);
+    const out: GpuHipMask = {
+      buffer: createStorageBuffer(gpu, H * nQB * n * 4, { label: 'bench hip mask', splitBindings: true }),
+      batch: 1, heads: H, queryLength: Lq, queryOffset: T - Lq, keyLength: T, numQueryBlocks: nQB, blocksPerQuery: n, options: hip,
+    };
+    const enc = gpu.device.createCommandEncoder();
+    est.encode(enc, { q: { buffer: q, ...tokenMajor(Lq, H, d) }, k: { buffer: k, strideBatch: Hkv * T * d, strideHead: T * d, strideToken: d }, shape }, out);
+    gpu.device.queue.submit([enc.finish()]);
+    await gpu.device.queue.onSubmittedWorkDone();
+    est.destroy();
+    return out;
+  } finally {
+    q.destroy();
+    k.destroy();
+  }
+}
+
+export async function runAttentionBenchmark(gpu: GpuContext, spec: AttentionBenchSpec, onRow?: (row: AttentionBenchRow) => void): Promise<AttentionBenchRow[]> {
+  const H = spec.heads ?? 32;
+  const Hkv = spec.kvHeads ?? 8;
+  const d = spec.headDim ?? 128;
+  const dtype = spec.dtype ?? 'f16';
+  const hip = resolveHipOptions(spec.hip);
+  const streaming = resolveStreamingOptions(spec.streaming);
+  const seed = spec.seed ?? 1234;
+  const rows: AttentionBenchRow[] = [];
+  const lengths = [...spec.seqLens, ...(spec.hipOnlySeqLens ?? []).filter((t) => !spec.seqLens.includes(t))];
+  for (const T of lengths) {
+    for (const mode of spec.modes) {
+      for (const method of spec.methods) {
+        if (!spec.seqLens.includes(T) && method !== 'hip') continue;
+        const common = { seqLen: T, mode, method, heads: H, kvHeads: Hkv, headDim: d, dtype, hip, streaming, seed } as const;
+        let row: AttentionBenchRow;
+        try {
+          if (method !== 'hip') {
+            const r = await benchAttention(gpu, common);
+            row = { T, method, mode, ms: r.ms, flops: r.flops, bytes: r.bytes, tflops: r.tflops, gbps: r.gbps, path: r.prefillPath, timing: r.timing };
+          } else {
+            const Lq = mode === 'prefill' ? T : 1;
+            const mask = await realMask(gpu, T, Lq, H, Hkv, d, dtype, hip, seed);
+            let att;
+            try {
+              att = await benchAttention(gpu, { ...common, mask });
+            } finally {
+              mask.buffer.destroy();
+            }
+            const m = await benchHipMask(gpu, { seqLen: T, queryLength: Lq, heads: H, kvHeads: Hkv, headDim: d, dtype, options: hip, seed });
+            const maskMs = mode === 'prefill' ? m.ms : m.ms / hip.refreshInterval;
+            const maskFlops = mode === 'prefill' ? m.flops : m.flops / hip.refreshInterval;
+            const maskBytes = mode === 'prefill' ? m.bytes : m.bytes / hip.refreshInterval;
+            const ms = maskMs + att.ms;
+            row = {
+              T, method, mode, ms, maskMs, attentionMs: att.ms,
+              flops: att.flops + maskFlops, bytes: att.bytes + maskBytes,
+              tflops: (att.flops + maskFlops) / ms / 1e9, gbps: (att.bytes + maskBytes) / ms / 1e6,
+              path: `${m.variant.path}+${att.prefillPath}`, timing: att.timing,
+            };
+          }
+        } catch (e) {
+          row = { T, method, mode, ms: Number.NaN, flops: 0, bytes: 0, tflops: 0, gbps: 0, path: '', timing: '', error: e instanceof Error ? e.message.split('\n')[0]!.slice(0, 200) : String(e) };
+        }
+        rows.push(row);
+        onRow?.(row);
+      }
+    }
+  }
+  return rows;
+}
