@@ -59,7 +59,7 @@ export function perplexityChartSpec(rows: readonly PerplexityRow[], opts: { titl
               scale: { type: 'log', base: 2, nice: false, domain: contexts.length > 1 ? [contexts[0]!, contexts[contexts.length - 1]!] : undefined },
               axis: { values: contexts, format: 'd', title: 'context length (tokens)', labelAngle: 0 },
             },
-            y: { field: 'ppl', type: 'quantitative', scale: { zero: false }, axis: { title: 'perplexity', format: '.3~r' } },
+            y: { field: 'ppl', type: 'quantitative', scale: { zero: false }, axis: { title: 'perplexity', format: '.4~g' } },
             color: {
               field: 'method',
               type: 'nominal',
