@@ -9,7 +9,7 @@ import type { GpuContext } from '../gpu/index.js';
 import { argmax } from '../model/cpu-ops.js';
 import { LLAMA3_8B } from '../model/synthetic.js';
 import type { ModelBackend } from '../runtime/backend.js';
-import { createRandomGpuBackend } from '../runtime/gpu-backend.js';
+import { createGpuBackend } from '../runtime/gpu-backend.js';
 import { loadModel } from '../runtime/load.js';
 import { Rng } from '../util/rng.js';
 
@@ -45,7 +45,7 @@ async function open(gpu: GpuContext, spec: ModelBenchSpec, method: AttentionMeth
   const chunk = spec.prefillChunk ?? 2048;
   const random = RANDOM_MODELS[spec.model as keyof typeof RANDOM_MODELS];
   if (random) {
-    const backend = await createRandomGpuBackend(gpu, random, attention, capacity, spec.seed ?? 1, { maxChunk: chunk });
+    const backend = await createGpuBackend(gpu, random, { randomSeed: spec.seed ?? 1 }, attention, capacity, { maxChunk: chunk });
     return { backend, vocab: random.vocabSize, dispose: () => backend.dispose() };
   }
   const model = await loadModel(spec.model, { gpu, attention, contextLength: capacity, prefillChunk: chunk });

@@ -27,3 +27,43 @@ export interface ModelBackend {
   memoryBytes(): number;
   dispose(): Promise<void>;
 }
+
+/** What a backend is assembled from: a forward pass with a KV cache, and its attention dispatch. */
+export interface BackendParts {
+  device: DeviceKind;
+  description: string;
+  capacity: number;
+  model: {
+    readonly position: number;
+    forward(tokens: ArrayLike<number>, options?: ForwardOptions): Promise<Float32Array> | Float32Array;
+    reset(): void;
+    rewind(position: number): void;
+  };
+  attention: { readonly methods: readonly AttentionMethod[]; reset(): void };
+  memoryBytes(): number;
+  dispose(): Promise<void>;
+}
+
+/** A ModelBackend whose reset / rewind also clear the attention states (cached HiP masks). */
+export function assembleBackend(p: BackendParts): ModelBackend {
+  return {
+    device: p.device,
+    description: p.description,
+    capacity: p.capacity,
+    get position() {
+      return p.model.position;
+    },
+    layerMethods: p.attention.methods,
+    forward: async (tokens, options) => p.model.forward(tokens, options),
+    reset() {
+      p.model.reset();
+      p.attention.reset();
+    },
+    rewind(position) {
+      p.model.rewind(position);
+      p.attention.reset();
+    },
+    memoryBytes: p.memoryBytes,
+    dispose: p.dispose,
+  };
+}

@@ -5,7 +5,7 @@ import type { LlamaConfig } from '../model/config.js';
 import { LlamaCpu, type ForwardOptions } from '../model/llama-cpu.js';
 import type { TensorStore } from '../model/tensor-store.js';
 import { type LoadProgress, loadLlamaWeightsF32 } from '../model/weights.js';
-import type { ModelBackend } from './backend.js';
+import { assembleBackend, type ModelBackend } from './backend.js';
 
 export async function createCpuBackend(
   config: LlamaConfig,
@@ -21,42 +21,41 @@ export async function createCpuBackend(
   for (const v of Object.values(weights)) if (v instanceof Float32Array) weightBytes += v.byteLength;
   for (const layer of weights.layers) for (const v of Object.values(layer)) if (v instanceof Float32Array) weightBytes += v.byteLength;
   if (weights.lmHead === weights.embed) weightBytes -= weights.embed.byteLength;
-  return {
+
+  // One chunk at a time, yielding to the event loop in between, so that a long prefill does
+  // not block a server or a UI for its whole duration.
+  const forward = async (tokens: ArrayLike<number>, options: ForwardOptions = {}): Promise<Float32Array> => {
+    const chunk = options.chunkSize ?? 128;
+    if (tokens.length <= chunk) return lm.forward(tokens, options);
+    const want = options.logits ?? 'last';
+    const vocab = config.vocabSize;
+    const all = want === 'all' ? new Float32Array(tokens.length * vocab) : undefined;
+    let last: Float32Array = new Float32Array(0);
+    for (let s = 0; s < tokens.length; s += chunk) {
+      const part = Array.from({ length: Math.min(chunk, tokens.length - s) }, (_, i) => tokens[s + i]!);
+      const isLast = s + part.length === tokens.length;
+      const logits = lm.forward(part, { chunkSize: chunk, logits: want === 'all' ? 'all' : isLast ? want : 'none' });
+      if (all) all.set(logits, s * vocab);
+      else if (isLast) last = logits;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    return all ?? last;
+  };
+
+  return assembleBackend({
     device: 'cpu',
     description: 'CPU (float32, JavaScript)',
     capacity,
-    get position() {
-      return lm.position;
+    model: {
+      get position() {
+        return lm.position;
+      },
+      forward,
+      reset: () => lm.reset(),
+      rewind: (p) => lm.rewind(p),
     },
-    layerMethods: layers.methods,
-    async forward(tokens: ArrayLike<number>, options: ForwardOptions = {}) {
-      // One chunk at a time, yielding to the event loop in between, so a long prefill does not
-      // block a server or a UI for its whole duration.
-      const chunk = options.chunkSize ?? 128;
-      if (tokens.length <= chunk) return lm.forward(tokens, options);
-      const want = options.logits ?? 'last';
-      const vocab = config.vocabSize;
-      const all = want === 'all' ? new Float32Array(tokens.length * vocab) : undefined;
-      let last: Float32Array = new Float32Array(0);
-      for (let s = 0; s < tokens.length; s += chunk) {
-        const part = Array.from({ length: Math.min(chunk, tokens.length - s) }, (_, i) => tokens[s + i]!);
-        const isLast = s + part.length === tokens.length;
-        const logits = lm.forward(part, { chunkSize: chunk, logits: want === 'all' ? 'all' : isLast ? want : 'none' });
-        if (all) all.set(logits, s * vocab);
-        else if (isLast) last = logits;
-        await new Promise((resolve) => setImmediate(resolve));
-      }
-      return all ?? last;
-    },
-    reset() {
-      lm.reset();
-      layers.reset();
-    },
-    rewind(position: number) {
-      lm.rewind(position);
-      layers.reset();
-    },
+    attention: layers,
     memoryBytes: () => weightBytes + lm.cache.bytes,
     async dispose() {},
-  };
+  });
 }

@@ -86,9 +86,10 @@ export async function loadModel(source: ModelSource, options: LoadModelOptions =
     let backend: ModelBackend;
     const gpu = options.gpu ?? (device === 'cpu' ? null : await acquireGpu({ ifUnavailable: device === 'webgpu' ? 'throw' : 'null' }));
     if (gpu) {
-      backend = await createGpuBackend(gpu, config, opened.store, attention, capacity, onWeights, {
+      backend = await createGpuBackend(gpu, config, { store: opened.store }, attention, capacity, {
         ...(options.dtype ? { dtype: options.dtype } : {}),
         ...(options.prefillChunk ? { maxChunk: options.prefillChunk } : {}),
+        ...(onWeights ? { onProgress: onWeights } : {}),
         ownsGpu: !options.gpu,
       });
     } else {
