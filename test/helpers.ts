@@ -2,6 +2,7 @@
  * Shared test utilities: fresh seeds that are logged (replay a failure with HIPATTN_SEED),
  * and a naive float64 attention reference written independently of src/attention.
  */
+import type { AttentionShape } from '../src/attention/shape.js';
 import { Rng } from '../src/util/rng.js';
 import { testSeed } from './gpu-helpers.js';
 
@@ -10,16 +11,8 @@ export function seededRng(testName: string): Rng {
   return new Rng(testSeed(testName));
 }
 
-export interface NaiveShape {
-  batch: number;
-  heads: number;
-  kvHeads: number;
-  queryLength: number;
-  keyLength: number;
-  headDim: number;
-  queryOffset?: number;
-  keyCapacity?: number;
-}
+/** Shapes as in src/attention/shape.ts (the naive reference reads queryOffset and keyCapacity too). */
+export type NaiveShape = AttentionShape;
 
 /**
  * Naive attention in float64: builds the full score row, applies `allowed(b, h, i, pos, t)`,

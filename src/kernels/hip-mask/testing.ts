@@ -10,16 +10,7 @@ import { createStorageBuffer, roundToFloat16, toFloat16Bits, type GpuContext } f
 import { Rng } from '../../util/rng.js';
 import type { GpuTensor4, StorageType } from '../types.js';
 
-export interface MaskProblemSpec {
-  batch: number;
-  heads: number;
-  kvHeads: number;
-  queryLength: number;
-  keyLength: number;
-  headDim: number;
-  queryOffset?: number;
-  /** Rows per KV head in the K buffer (≥ keyLength). Default keyLength. */
-  keyCapacity?: number;
+export interface MaskProblemSpec extends AttentionShape {
   /** q layout: 'bhtd' contiguous [batch, heads, tokens, d] or 'bthd' as the model writes it [batch, tokens, heads, d]. */
   qLayout?: 'bhtd' | 'bthd';
   /** Element offset of q / k in their buffers (tests of sub-range binding). */
