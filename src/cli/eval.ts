@@ -285,8 +285,9 @@ export async function runRetrievalCommand(s: RetrievalCommandSpec): Promise<{ ro
 }
 
 function chartSubtitle(rows: readonly RetrievalRow[], model: string, device: string): string {
-  const trials = [...new Set(rows.map((r) => r.trials))].join('/');
-  return `${basename(model)} on ${device}; ${trials} trial(s) per cell; depth 0% = start of the context, 100% = just before the question`;
+  const counts = [...new Set(rows.map((r) => r.trials))];
+  const trials = counts.length === 1 && counts[0] === 1 ? '1 trial' : `${counts.join('/')} trials`;
+  return `${basename(model)} on ${device}; ${trials} per cell; depth 0% = start of the context, 100% = just before the question`;
 }
 
 export function registerEval(program: Command): void {
