@@ -50,7 +50,7 @@ export interface HipMaskBenchResult {
   ms: number;
   msAll: number[];
   timing: 'timestamp' | 'wall-clock';
-  /** Work of the estimation (hipMaskCost): FLOPs and bytes it must move. */
+  /** Work of the estimation (hipMaskCost, with the variant's parent-score reuse): FLOPs and bytes it must move. */
   flops: number;
   bytes: number;
   /** flops / ms and bytes / ms. */
@@ -152,7 +152,7 @@ export async function benchHipMask(gpu: GpuContext, o: HipMaskBenchOptions): Pro
     }
     const sorted = [...times].sort((a, b) => a - b);
     const ms = sorted[Math.floor(sorted.length / 2)]!;
-    const cost = hipMaskCost(shape, options, dtype);
+    const cost = hipMaskCost(shape, options, dtype, { reuse: plan.variant.reuse ?? true });
     return {
       shape,
       dtype,

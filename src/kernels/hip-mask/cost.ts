@@ -26,7 +26,17 @@ export interface HipMaskCost {
   maxRounds: number;
 }
 
-export function hipMaskCost(shape: AttentionShape, options: Partial<HipOptions> = {}, dtype: StorageType = 'f16'): HipMaskCost {
+/**
+ * `reuse` (default false: the CPU reference's work): count the kernels' parent-score reuse — with
+ * representative 'center', a split node of 2 or 3 blocks passes its score to one half; with
+ * 'first', every split node after round 1 passes it to its left half.
+ */
+export function hipMaskCost(
+  shape: AttentionShape,
+  options: Partial<HipOptions> = {},
+  dtype: StorageType = 'f16',
+  { reuse = false }: { reuse?: boolean } = {},
+): HipMaskCost {
   const s = resolveShape(shape);
   const o = resolveHipOptions(options);
   const eb = dtype === 'f16' ? 2 : 4;
@@ -59,8 +69,9 @@ export function hipMaskCost(shape: AttentionShape, options: Partial<HipOptions> 
       const numBig = nb - small * n; // nodes of `big` blocks
       let r = (small > 1 ? 2 * n : 2 * numBig + (n - numBig)) ; // round 1
       let rounds = 1;
+      // later rounds, by the size of the nodes being split (the largest one's halving sequence)
       for (let size = Math.ceil(Math.max(big > 1 && numBig > 0 ? big : small, 2) / 2); size > 1; size = Math.ceil(size / 2)) {
-        r += 2 * n;
+        r += reuse && (o.representative === 'first' || size <= 3) ? n : 2 * n;
         rounds++;
       }
       maxRounds = Math.max(maxRounds, rounds);

@@ -149,6 +149,38 @@ describe.skipIf(!gpu)('HiP mask estimation on the GPU vs estimateHipMask', () =>
     expect(r.recall).toBeGreaterThanOrEqual(0.999);
   });
 
+  // 32 strided rows per block (two row tiles): the lean kernel's default layout pairs 8 subgroups
+  // per 16-key tile (row split 2) with two steps of gathers in flight. Ragged length: the last
+  // block has 6 rows (per-row checks); the others take the unchecked reduction.
+  const WIDE: Partial<HipOptions> = { topK: 64, blockSizeK: 2, blockSizeQ: 64, blockStrideQ: 2, sinkTokens: 8, slidingWindow: 64 };
+  it('tensor-core data flow, lean kernel, 32 rows split over subgroup pairs (matrix ops emulated), f16: recall ≥ 0.99', async () => {
+    if (!gpu!.features.shaderF16) return;
+    const r = await run('hip-mask lean pairs f16', { batch: 1, heads: 2, kvHeads: 1, queryLength: 870, keyLength: 870, headDim: 64 }, WIDE, 'f16', {
+      path: 'matrix-emulated',
+      matrixSubgroups: 8,
+      matrixRowSplit: 2,
+      matrixPrefetch: 2,
+    });
+    expect(r.recall).toBeGreaterThanOrEqual(0.99);
+  });
+
+  it('tensor-core data flow, lean kernel, 8-key tiles (16 subgroups in pairs; matrix ops emulated), f16: recall ≥ 0.99', async () => {
+    if (!gpu!.features.shaderF16) return;
+    const r = await run('hip-mask lean n8 f16', { batch: 1, heads: 2, kvHeads: 1, queryLength: 700, keyLength: 700, headDim: 64 }, WIDE, 'f16', {
+      path: 'matrix-emulated',
+      matrixN: 8,
+    });
+    expect(r.recall).toBeGreaterThanOrEqual(0.99);
+  });
+
+  it("tensor-core data flow, classic kernel (matrix ops emulated), f32, 'first' representative: recall ≥ 0.999", async () => {
+    const r = await run('hip-mask classic emulated f32', { batch: 1, heads: 2, kvHeads: 1, queryLength: 800, keyLength: 800, headDim: 64 }, { ...SMALL, representative: 'first' }, 'f32', {
+      path: 'matrix-emulated',
+      matrixKernel: 'classic',
+    });
+    expect(r.recall).toBeGreaterThanOrEqual(0.999);
+  });
+
   it.runIf(gpu?.features.subgroupMatrix)('tensor cores (subgroup matrices), f16, defaults: recall ≥ 0.99', async () => {
     const r = await run(
       'hip-mask matrix f16',
@@ -244,7 +276,7 @@ describe.skipIf(!nullGpu?.features.subgroupMatrix)('tensor-core kernel WGSL (Daw
             rowBlock: 1,
             workgroupSize: 128,
             subgroupSort,
-            matrix: { M: 16, N: 16, K: 16, subgroupSize: 32, subgroups: 4, qRegisters: subgroupSort !== 0 },
+            matrix: { M: 16, N: 16, K: 16, subgroupSize: 32, subgroups: 4, kernel: 'classic', qRegisters: subgroupSort !== 0 },
           };
           if (workgroupBytes(v) <= nullGpu!.limits.maxComputeWorkgroupStorageSize) {
             // small enough for the null device's workgroup memory: full pipeline validation
@@ -262,7 +294,60 @@ describe.skipIf(!nullGpu?.features.subgroupMatrix)('tensor-core kernel WGSL (Daw
   }
 });
 
+describe.skipIf(!nullGpu?.features.subgroupMatrix)('lean tensor-core kernel WGSL (Dawn null backend: compile only)', () => {
+  // [subgroups, row split, prefetch, keys per tile]: the auto choice on NVIDIA, the classic
+  // tiling, pairs without prefetch, 16 subgroups on 16×8×16 tiles
+  const layouts = [[8, 2, 2, 16], [4, 1, 1, 16], [4, 2, 1, 16], [16, 2, 2, 8]] as const;
+  for (const dtype of ['f16', 'f32'] as const) {
+    for (const [headDim, nodes, rows, kb] of [[128, 256, 32, 2], [64, 16, 16, 4]] as const) {
+      for (const [subgroups, rowSplit, prefetch, keys] of layouts) {
+        if ((rows / 16) % rowSplit !== 0) continue;
+        it(`${dtype}, d ${headDim}, n ${nodes}, ${subgroups} subgroups, row split ${rowSplit}, prefetch ${prefetch}, ${keys}-key tiles`, async () => {
+          const wg = subgroups * 32;
+          const v: HipMaskVariant = {
+            dtype,
+            path: 'matrix',
+            accurate: false,
+            headDim,
+            vec4: true,
+            nodes,
+            sortSize: 2 * nodes,
+            rowsCap: rows,
+            rowBlock: 1,
+            workgroupSize: wg,
+            subgroupSort: (2 * nodes) / wg <= 8 ? 32 : 0,
+            keysPerBlock: kb,
+            reuse: true,
+            matrix: { M: 16, N: keys, K: 16, subgroupSize: 32, subgroups, kernel: 'lean', rowSplit, prefetch },
+          };
+          if (workgroupBytes(v) <= nullGpu!.limits.maxComputeWorkgroupStorageSize && wg % nullGpu!.adapterInfo.subgroupMaxSize === 0) {
+            await nullGpu!.pipelines.computePipeline({
+              name: `hip-mask/lean-${dtype}`,
+              code: hipMaskWgsl(v),
+              bindings: [['uniform', 'read-only-storage', 'read-only-storage', 'storage']],
+            });
+          } else {
+            await compileShader(nullGpu!.device, `hip-mask/lean-${dtype}`, hipMaskWgsl(v));
+          }
+        });
+      }
+    }
+  }
+});
+
 describe('hipMaskCost', () => {
+  it('counts the parent-score reuse: the rounds splitting 2- and 3-block nodes at the defaults, every left half with representative first', () => {
+    const shape = { batch: 1, heads: 32, kvHeads: 8, queryLength: 131072, keyLength: 131072, headDim: 128 };
+    const nominal = hipMaskCost(shape, {}, 'f16').flops;
+    const reused = hipMaskCost(shape, {}, 'f16', { reuse: true }).flops;
+    // one or two of the ~8 rounds score half the candidates: ≈ 0.89 at 128k
+    expect(reused / nominal).toBeGreaterThan(0.87);
+    expect(reused / nominal).toBeLessThan(0.92);
+    const first = hipMaskCost(shape, { representative: 'first' }, 'f16', { reuse: true }).flops;
+    expect(first / nominal).toBeGreaterThan(0.5);
+    expect(first / nominal).toBeLessThan(0.6);
+  });
+
   it('bounds the CPU reference’s q·k products and grows like T log T', () => {
     const shape = { batch: 1, heads: 1, kvHeads: 1, queryLength: 3000, keyLength: 3000, headDim: 8 };
     const rng = randomCpuProblem(5, { ...shape }, 'f32');

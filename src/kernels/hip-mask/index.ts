@@ -29,7 +29,7 @@ import type { GpuHipMask, GpuTensor4, StorageType } from '../types.js';
 import { chooseVariant, planDispatches, type HipMaskPathOption, type PlannedDispatch } from './plan.js';
 import { hipMaskWgsl, PARAM_FIELDS, type HipMaskVariant, type ParamField, workgroupBytes } from './wgsl.js';
 
-export { hipMaskWgsl, workgroupBytes, type HipMaskVariant, type HipMaskPath } from './wgsl.js';
+export { hipMaskWgsl, workgroupBytes, leanLayout, type HipMaskVariant, type HipMaskPath, type MatrixTiling } from './wgsl.js';
 export { chooseVariant, planDispatches, pickMatrixConfig, type HipMaskPathOption } from './plan.js';
 export { hipMaskCost, type HipMaskCost } from './cost.js';
 
@@ -60,8 +60,23 @@ export interface HipMaskEstimatorOptions {
   workgroupSize?: number;
   /** Matrix paths: subgroups per workgroup (default: most that fit in workgroup memory, ≤ 4). */
   matrixSubgroups?: number;
-  /** Matrix path: keep the query tile's left-matrix fragments in registers for a round (default true). */
+  /** Matrix path, classic kernel: keep the query tile's left-matrix fragments in registers for a round (default true). */
   matrixQRegisters?: boolean;
+  /**
+   * Matrix paths: 'lean' (default: fragments loaded once per workgroup, shuffle-reduced column
+   * maxima, subgroups paired per key tile) or 'classic' (the first tensor-core kernel).
+   */
+  matrixKernel?: 'classic' | 'lean';
+  /** Lean kernel: subgroups sharing one 16-key tile (1 or 2; default 2 where the row tiles split). */
+  matrixRowSplit?: number;
+  /** Lean kernel: steps of gathered keys in flight per subgroup (1 or 2). */
+  matrixPrefetch?: number;
+  /** Lean kernel: keys per tile, 16 (default) or 8 (a 16×8×16 config: twice the subgroups). */
+  matrixN?: number;
+  /** Lean kernel: rotated word order when storing gathered key chunks (bank spread; default true). */
+  matrixRotate?: boolean;
+  /** Parent-score reuse (default true): halves represented by their parent's block keep its score. */
+  reuse?: boolean;
   /**
    * Bitonic sort with entries in registers and subgroupShuffleXor for partners in the same
    * subgroup (only the widest stages use workgroup memory and barriers). Default: where the
@@ -132,6 +147,12 @@ export async function createHipMaskEstimator(gpu: GpuContext, opts: HipMaskEstim
     matrixSubgroups: opts.matrixSubgroups,
     subgroupSort: opts.subgroupSort,
     matrixQRegisters: opts.matrixQRegisters,
+    matrixKernel: opts.matrixKernel,
+    matrixRowSplit: opts.matrixRowSplit,
+    matrixPrefetch: opts.matrixPrefetch,
+    matrixRotate: opts.matrixRotate,
+    matrixN: opts.matrixN,
+    reuse: opts.reuse,
   };
   const prefill = chooseVariant(gpu, { ...common, kind: 'prefill' });
   // Decode (one strided query per head): the scalar kernel with a large workgroup, unless a
@@ -139,7 +160,7 @@ export async function createHipMaskEstimator(gpu: GpuContext, opts: HipMaskEstim
   const decode = chooseVariant(gpu, { ...common, kind: 'decode', path: path === 'auto' ? 'scalar' : path });
   const bindings = [['uniform', 'read-only-storage', 'read-only-storage', 'storage']] as const;
   const compile = (v: HipMaskVariant) =>
-    gpu.pipelines.computePipeline({ name: `hip-mask/${v.path}-${v.dtype}`, code: hipMaskWgsl(v), bindings: bindings.map((g) => [...g]) });
+    gpu.pipelines.computePipeline({ name: `hip-mask/${variantName(v)}`, code: hipMaskWgsl(v), bindings: bindings.map((g) => [...g]) });
   const kinds = opts.kinds ?? ['prefill', 'decode'];
   const [pPrefill, pDecode] = await Promise.all([
     kinds.includes('prefill') ? compile(prefill) : null,
@@ -382,4 +403,15 @@ export function uploadHipMask(gpu: GpuContext, mask: HipMask, label = 'hip mask 
     blocksPerQuery: mask.blocksPerQuery,
     options: mask.options,
   };
+}
+
+/** Short name of a kernel variant (pipeline labels, benchmark tables). */
+export function variantName(v: HipMaskVariant): string {
+  const m = v.matrix;
+  const tiling = m
+    ? m.kernel === 'lean'
+      ? ` lean ${m.subgroups}sg r${m.rowSplit ?? 1} p${m.prefetch ?? 1}${m.N !== 16 ? ` n${m.N}` : ''}${m.rotate === false ? ' norot' : ''}`
+      : ` classic ${m.subgroups}sg${m.qRegisters === false ? ' noqreg' : ''}`
+    : ` wg${v.workgroupSize}`;
+  return `${v.path}-${v.dtype}${tiling}${v.subgroupSort ? '' : ' wgsort'}${v.reuse === false ? ' noreuse' : ''}`;
 }

@@ -8,7 +8,7 @@ import type { ResolvedShape } from '../../attention/shape.js';
 import { HipAttnError } from '../../errors.js';
 import { formatBytes, type GpuContext } from '../../gpu/index.js';
 import type { GpuTensor4, StorageType } from '../types.js';
-import { type HipMaskPath, type HipMaskVariant, workgroupBytes } from './wgsl.js';
+import { type HipMaskPath, type HipMaskVariant, leanLayout, workgroupBytes } from './wgsl.js';
 
 export type HipMaskPathOption = 'auto' | HipMaskPath;
 
@@ -27,8 +27,23 @@ export interface VariantRequest {
   matrixSubgroups?: number;
   /** Register/subgroup-shuffle bitonic sort (default: where the adapter has a fixed subgroup size). */
   subgroupSort?: boolean;
-  /** Matrix path: keep the query tile's fragments in registers for a round (default true). */
+  /** Matrix path, classic kernel: keep the query tile's fragments in registers for a round (default true). */
   matrixQRegisters?: boolean;
+  /** Matrix paths: 'lean' (default) or 'classic' (see MatrixTiling in wgsl.ts). */
+  matrixKernel?: 'classic' | 'lean';
+  /** Lean kernel: subgroups sharing one 16-key tile, 1 or 2 (default: 2 where the row tiles split). */
+  matrixRowSplit?: number;
+  /** Lean kernel: steps of gathered keys in flight per subgroup, 1 or 2 (default 2 with rowSplit 2, else 1). */
+  matrixPrefetch?: number;
+  /**
+   * Lean kernel: keys per tile, i.e. the subgroup-matrix config's N (16 default; 8 uses a 16×8×16
+   * config where the adapter has one: half the staging per subgroup, so twice the subgroups).
+   */
+  matrixN?: number;
+  /** Lean kernel: rotated chunk stores into the key staging (default true; see MatrixTiling.rotate). */
+  matrixRotate?: boolean;
+  /** Parent-score reuse (default true; see HipMaskVariant.reuse). */
+  reuse?: boolean;
 }
 
 /** The subgroup size the register sort can rely on for a workgroup size, or 0. */
@@ -53,13 +68,17 @@ function nextPow2(x: number): number {
   return p;
 }
 
-/** Tile shape for the matrix path: the adapter's f16/f32 → f32 config (prefers 16×16×16). */
-export function pickMatrixConfig(gpu: GpuContext, dtype: StorageType): { M: number; N: number; K: number } | null {
+/**
+ * Tile shape for the matrix path: the adapter's f16/f32 → f32 config (prefers 16×16×16, or
+ * 16×N×16 for a requested N, e.g. 8: NVIDIA's 16×8×16).
+ */
+export function pickMatrixConfig(gpu: GpuContext, dtype: StorageType, n?: number): { M: number; N: number; K: number } | null {
   if (!gpu.features.subgroupMatrix) return null;
   const ok = gpu.adapterInfo.subgroupMatrixConfigs.filter((c) => c.componentType === dtype && c.resultComponentType === 'f32');
   if (ok.length === 0) return null;
+  const want = n !== undefined ? ok.find((c) => c.M === 16 && c.N === n && c.K === 16) : undefined;
   const square = ok.find((c) => c.M === 16 && c.N === 16 && c.K === 16);
-  const c = square ?? ok[0]!;
+  const c = want ?? square ?? ok[0]!;
   return { M: c.M, N: c.N, K: c.K };
 }
 
@@ -114,6 +133,8 @@ export function chooseVariant(gpu: GpuContext, req: VariantRequest): HipMaskVari
     nodes: n,
     sortSize: P,
     subgroupSort: 0,
+    keysPerBlock: Math.ceil(o.blockSizeK / o.blockStrideK),
+    reuse: req.reuse ?? true,
   };
 
   if (path === 'scalar') {
@@ -141,12 +162,68 @@ export function chooseVariant(gpu: GpuContext, req: VariantRequest): HipMaskVari
     return v;
   }
 
-  const tile = path === 'matrix' ? cfg! : { M: 16, N: 16, K: 16 };
+  const lean = (req.matrixKernel ?? 'lean') === 'lean';
+  const tile =
+    path === 'matrix'
+      ? lean && req.matrixN
+        ? pickMatrixConfig(gpu, req.dtype, req.matrixN)!
+        : cfg!
+      : { M: 16, N: lean && req.matrixN === 8 ? 8 : 16, K: 16 };
   const sgSize = path === 'matrix' ? gpu.adapterInfo.subgroupMaxSize : 32;
   const rowsCap = Math.ceil(rowsMax / tile.M) * tile.M;
   const maxSub = Math.max(1, Math.floor(maxInv / sgSize));
-  const tries = req.matrixSubgroups ? [req.matrixSubgroups] : [4, 2, 1];
   let last: HipMaskVariant | null = null;
+  if (lean) {
+    // Expected best first: subgroups in pairs sharing each key tile (with 16-key tiles: 8
+    // subgroups, 4 tiles per step, the workgroup memory of the classic 4-subgroup kernel with
+    // twice the subgroups; with 8-key tiles: 16 subgroups), 2 steps of gathers in flight; then
+    // smaller workgroups. A requested layout is a preference: where it does not split the row
+    // tiles or fit (e.g. the one-row blocks of decode), the next one that does is taken.
+    const wide = (16 / tile.N) * 8;
+    const defaults: [number, number][] = [[wide, 2], [wide / 2, 2], [wide / 2, 1], [wide / 4, 1], [2, 1], [1, 1]];
+    const layouts: [number, number][] = req.matrixSubgroups
+      ? [[req.matrixSubgroups, req.matrixRowSplit ?? 2], [req.matrixSubgroups, 1], ...defaults]
+      : req.matrixRowSplit
+        ? [...[16, 8, 4, 2, 1].map((sg) => [sg, req.matrixRowSplit!] as [number, number]), ...defaults]
+        : defaults;
+    for (const [s, rs] of layouts) {
+      if (s > maxSub || s % rs !== 0) continue;
+      for (let rows = rowsCap; rows >= tile.M; rows -= tile.M) {
+        if ((rows / tile.M) % rs !== 0) continue;
+        const v: HipMaskVariant = {
+          ...base,
+          subgroupSort: sortSubgroup(gpu, req.subgroupSort, s * sgSize, P),
+          accurate: false,
+          vec4: true,
+          rowsCap: rows,
+          rowBlock: 1,
+          workgroupSize: s * sgSize,
+          matrix: {
+            ...tile,
+            subgroupSize: sgSize,
+            subgroups: s,
+            kernel: 'lean',
+            rowSplit: rs,
+            prefetch: req.matrixPrefetch ?? (rs === 2 ? 2 : 1),
+            rotate: req.matrixRotate ?? true,
+          },
+        };
+        if (leanLayout(v).problems.length) continue;
+        last = v;
+        if (workgroupBytes(v) <= limit) return v;
+      }
+    }
+    if (!last) {
+      throw new HipAttnError(
+        'UNSUPPORTED',
+        `hip-mask: no lean ${path} layout for ${req.matrixSubgroups ?? 'any number of'} subgroups, row split ${req.matrixRowSplit ?? 'any'}, ` +
+          `${rowsCap} rows and subgroups of ${sgSize}`,
+      );
+    }
+    checkFits(last, limit);
+    return last;
+  }
+  const tries = req.matrixSubgroups ? [req.matrixSubgroups] : [4, 2, 1];
   for (const s of tries) {
     if (s > maxSub) continue;
     for (let rows = rowsCap; rows >= tile.M; rows -= tile.M) {
@@ -158,7 +235,7 @@ export function chooseVariant(gpu: GpuContext, req: VariantRequest): HipMaskVari
         rowsCap: rows,
         rowBlock: 1,
         workgroupSize: s * sgSize,
-        matrix: { ...tile, subgroupSize: sgSize, subgroups: s, qRegisters: req.matrixQRegisters ?? true },
+        matrix: { ...tile, subgroupSize: sgSize, subgroups: s, kernel: 'classic', qRegisters: req.matrixQRegisters ?? true },
       };
       last = v;
       if (workgroupBytes(v) <= limit) return v;

@@ -22,11 +22,15 @@
  *     - 'matrix': subgroup matrices (tensor cores). Each subgroup gathers 16 candidate keys into
  *       workgroup memory (prefetched into registers one tile ahead), multiplies the query tile
  *       (rows × d) by them with subgroupMatrixMultiplyAccumulate, stores the rows × 16 scores,
- *       and reduces columns with atomicMax. 'matrix-emulated' is the same data flow with the
- *       three matrix builtins replaced by scalar code, so it runs (and is tested) on adapters
- *       without subgroup matrices.
+ *       and reduces columns with atomicMax ('classic'; the 'lean' kernel — fragments kept for
+ *       the workgroup's lifetime, subgroup pairs per tile, shuffle-reduced maxima — is
+ *       described at leanMatrixCode). 'matrix-emulated' is the same data flow with the matrix
+ *       builtins (and, in the lean kernel, subgroup shuffles) replaced by scalar code, so it
+ *       runs (and is tested) on adapters without subgroup matrices.
  *  4. bitonic sort of the P ≥ 2n (key, start, end) entries, best first: (score desc, block
- *     index asc), exactly the CPU's compareCandidates; the first n are the new nodes.
+ *     index asc), exactly the CPU's compareCandidates; the first n are the new nodes (when
+ *     P = 2n the last merge stops after its first stage: the n best are then in the first half,
+ *     in bitonic rather than sorted order, which is all the next round needs).
  * At the end the n single-block nodes are written in ascending order (rank by start).
  */
 
@@ -61,7 +65,46 @@ export interface HipMaskVariant {
    * Matrix paths: tile shape (M rows × N keys × K dims), subgroup size, subgroups per workgroup,
    * and whether the query tile's left-matrix fragments stay in registers for a whole round.
    */
-  matrix?: { M: number; N: number; K: number; subgroupSize: number; subgroups: number; qRegisters?: boolean };
+  matrix?: MatrixTiling;
+  /**
+   * Keys scored per representative block, ceil(blockSizeK / blockStrideK), as a shader constant
+   * (the 'lean' matrix kernel; the others read it from the uniforms).
+   */
+  keysPerBlock?: number;
+  /**
+   * Parent-score reuse (default true): a half whose representative block is its parent node's
+   * (center: a 2- or 3-block node's halves; 'first': every left half) takes the parent's score
+   * instead of being scored again. The score is the same function of the same block and rows,
+   * so masks are unchanged; the work drops by ~11 % at 128k with the defaults (the rounds that
+   * split 2- and 3-block nodes) and by ~43 % with representative 'first'.
+   */
+  reuse?: boolean;
+}
+
+/**
+ * Matrix-path tiling. 'classic': every subgroup gathers 16 keys per step into its own staging
+ * tile and multiplies all query rows by them (two workgroup barriers per step). 'lean': the same
+ * step structure with less work per key — query fragments loaded once per workgroup into
+ * registers (the query tile in workgroup memory is aliased with the key staging), key slot
+ * arithmetic with a constant keys-per-block, column maxima combined with subgroup shuffles (one
+ * atomic per candidate), row/causal checks only where a chunk needs them — plus `rowSplit`
+ * (subgroups sharing one 16-key tile, each multiplying its share of the row tiles: more
+ * subgroups for the same workgroup memory) and `prefetch` (gathers in flight: tiles ahead).
+ */
+export interface MatrixTiling {
+  M: number;
+  N: number;
+  K: number;
+  subgroupSize: number;
+  subgroups: number;
+  qRegisters?: boolean;
+  kernel?: 'classic' | 'lean';
+  /** Lean: subgroups per 16-key tile (1 or 2; each owns rowsCap / M / rowSplit row tiles). */
+  rowSplit?: number;
+  /** Lean: tiles of gathered keys in flight in registers per subgroup (1 or 2). */
+  prefetch?: number;
+  /** Lean: rotate the words of a lane's gathered chunk when storing it (bank spread; default true). */
+  rotate?: boolean;
 }
 
 /** Field order of the uniform struct (all u32). */
@@ -112,6 +155,9 @@ export function workgroupBytes(v: HipMaskVariant): number {
   let bytes = 3 * P * 4 + n2 * 4 /* acc */ + n2 * 4 /* list */ + 64; /* counters, alignment slack */
   if (v.path === 'scalar') {
     bytes += v.rowsCap * v.headDim * 4;
+  } else if (v.matrix?.kernel === 'lean') {
+    const L = leanLayout(v);
+    bytes += (L.stageLen + L.qhLen + L.qeLen) * L.eb + L.resLen * 4 + L.scratchLen * 4;
   } else {
     const m = v.matrix!;
     const eb = v.dtype === 'f16' ? 2 : 4;
@@ -213,6 +259,7 @@ fn loadK1(e: u32) -> f32 { return kbuf[e]; }
   let qDecl: string;
   let loadQ: string;
   let score: string;
+  let lean: LeanCode | null = null;
   if (!isMatrix) {
     const W = v.vec4 ? 4 : 1;
     const DW = D / W;
@@ -282,6 +329,12 @@ ${finish}    }
     if (any) { atomicMax(&acc[ci], enc(best)); }
   }
 }`;
+  } else if (v.matrix!.kernel === 'lean') {
+    const g = leanMatrixCode(v);
+    qDecl = g.decl;
+    loadQ = g.loadQ;
+    score = g.helpers;
+    lean = g;
   } else {
     const m = v.matrix!;
     const QS = D + MATRIX_ROW_PAD;
@@ -425,7 +478,7 @@ fn better(ka: u32, sa: u32, kb: u32, sb: u32) -> bool { return ka > kb || (ka ==
 
 fn sortCandidates(tid: u32) {
   for (var kk = 2u; kk <= P; kk <<= 1u) {
-    for (var j = kk >> 1u; j > 0u; j >>= 1u) {
+    for (var j = kk >> 1u; j >= select(1u, LAST_J, kk == P); j >>= 1u) {
       for (var p = tid; p < P / 2u; p += WG) {
         let lo = 2u * p - (p & (j - 1u));
         let hi = lo + j;
@@ -453,24 +506,36 @@ fn sortCandidates(tid: u32) {
   // Node i → candidate slots 2i, 2i+1. Slots that need a score are appended to \`list\`: with
   // subgroups, one atomicAdd per subgroup (positions by subgroupExclusiveAdd), else one per slot.
   const aggregate = v.subgroupSort !== 0;
+  const reuse = v.reuse ?? true;
   const writeCands =
     unrolled(
       NPT,
-      (i) => `    var cnt${i} = 0u;
+      (i) => `    var cnt${i} = 0u; var lo${i} = false; var hi${i} = false;
     { let i = tid + ${i * WG}u; if (i < N) {
       let a = na${i}; let e = ne${i};
       if (e - a > 1u) {
         let mid = a + ((e - a + 1u) >> 1u);
         cStart[2u * i] = a; cEnd[2u * i] = mid;
         cStart[2u * i + 1u] = mid; cEnd[2u * i + 1u] = e;
-        atomicStore(&acc[2u * i], ENC_NEG_INF);
-        atomicStore(&acc[2u * i + 1u], ENC_NEG_INF);
-        cnt${i} = 2u;
+        lo${i} = true; hi${i} = true;${
+          reuse
+            ? `
+        // a half represented by its parent's representative block keeps the parent's score
+        if (nk${i} != UNSCORED) {
+          let pr = repOf(a, e);
+          if (repOf(a, mid) == pr) { cKey[2u * i] = nk${i}; lo${i} = false; }
+          if (repOf(mid, e) == pr) { cKey[2u * i + 1u] = nk${i}; hi${i} = false; }
+        }`
+            : ''
+        }
+        if (lo${i}) { atomicStore(&acc[2u * i], ENC_NEG_INF); }
+        if (hi${i}) { atomicStore(&acc[2u * i + 1u], ENC_NEG_INF); }
+        cnt${i} = select(0u, 1u, lo${i}) + select(0u, 1u, hi${i});
       } else {
         cStart[2u * i] = a; cEnd[2u * i] = e; cKey[2u * i] = nk${i};
         if (nk${i} == UNSCORED) {
           atomicStore(&acc[2u * i], ENC_NEG_INF);
-          cnt${i} = 1u;
+          cnt${i} = 1u; lo${i} = true;
         }
         cKey[2u * i + 1u] = 0u; cStart[2u * i + 1u] = PAD; cEnd[2u * i + 1u] = PAD;
       }
@@ -487,8 +552,8 @@ fn sortCandidates(tid: u32) {
     unrolled(
       NPT,
       (i) => `    { let i = tid + ${i * WG}u;
-      if (cnt${i} >= 1u) { list[pos] = 2u * i; }
-      if (cnt${i} == 2u) { list[pos + 1u] = 2u * i + 1u; }
+      if (lo${i}) { list[pos] = 2u * i; }
+      if (hi${i}) { list[pos + select(0u, 1u, lo${i})] = 2u * i + 1u; }
       pos += cnt${i}; }\n`,
     );
 
@@ -497,8 +562,11 @@ fn sortCandidates(tid: u32) {
     '@builtin(local_invocation_index) tid: u32',
   ];
   if (realMatrix || v.subgroupSort) builtins.push('@builtin(subgroup_id) sgid: u32', '@builtin(subgroup_invocation_id) sgl: u32');
-  const sgLane = realMatrix ? 'let sg = sgid; let lane = sgl;' : isMatrix ? `let sg = tid / ${v.matrix!.subgroupSize}u; let lane = tid % ${v.matrix!.subgroupSize}u;` : '';
-  const scoreCall = isMatrix ? 'scoreChunk(count, kBase, posBase, rc, rs, re, sg, lane);' : 'scoreChunk(count, kBase, posBase, rc, rs, re, tid);';
+  const sgLane =
+    (realMatrix ? 'let sg = sgid; let lane = sgl;' : isMatrix ? `let sg = tid / ${v.matrix!.subgroupSize}u; let lane = tid % ${v.matrix!.subgroupSize}u;` : '') +
+    (lean ? `\n  let team = sg / RS; let rsub = sg % RS;\n${lean.fragDecl}` : '');
+  const scoreCall = lean ? lean.inline : isMatrix ? 'scoreChunk(count, kBase, posBase, rc, rs, re, sg, lane);' : 'scoreChunk(count, kBase, posBase, rc, rs, re, tid);';
+  const fragLoad = lean ? `\n    workgroupBarrier();\n${lean.fragLoad}` : '';
 
   return `// hipattn: HiP mask estimation (${v.path}, ${v.dtype}${v.accurate ? ', compensated dots' : ''}), generated
 ${enables.join('\n')}
@@ -512,6 +580,10 @@ const WG = ${WG}u;
 const N = ${N}u;
 const P = ${P}u;
 const ROWS = ${ROWS}u;
+// Only the set of the n best matters (nodes are ranked by start at the end): when P = 2n, the
+// final merge's first half-cleaner (j = P/2) already puts the n best of the bitonic sequence in
+// the first half; its later stages only order them.
+const LAST_J = ${P === 2 * N ? 'P / 2u' : '1u'};
 const UNSCORED = 0xffffffffu;
 const PAD = 0xffffffffu;
 const ENC_NEG_INF = 0x007fffffu; // enc(-inf)
@@ -532,6 +604,9 @@ fn enc(f: f32) -> u32 {
   let b = bitcast<u32>(select(f, 0.0f, f == 0.0f));
   return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
 }
+
+// Representative block of the node [a, e): its centre, or its first block.
+fn repOf(a: u32, e: u32) -> u32 { return select(a + ((e - a) >> 1u), a, params.repFirst != 0u); }
 ${loadQ}
 ${score}
 ${sort}
@@ -579,7 +654,7 @@ fn main(${builtins.join(', ')}) {
   let numChunks = G * chunksPerHead;
   let heads_per_kv = params.heads / params.kvHeads;
   if (numChunks == 1u) {
-    loadQueries(params.qOff + b * params.qsB + h0 * params.qsH + qStart * params.qsT, rowsPerHead, tid);
+    loadQueries(params.qOff + b * params.qsB + h0 * params.qsH + qStart * params.qsT, rowsPerHead, tid);${fragLoad}
   }
 ${nodeRegs}
   var round = 1u;
@@ -605,7 +680,7 @@ ${writeCands}    for (var s = ${2 * N}u + tid; s < P; s += WG) { cKey[s] = 0u; c
       if (numChunks > 1u) {
         workgroupBarrier();
         loadQueries(params.qOff + b * params.qsB + h * params.qsH + (qStart + rowStart * params.bsq) * params.qsT, rc, tid);
-        workgroupBarrier();
+        workgroupBarrier();${lean ? `\n${lean.fragLoad}        workgroupBarrier();` : ''}
       }
       let kBase = params.kOff + b * params.ksB + (h / heads_per_kv) * params.ksH;
       let posBase = params.queryOffset + qStart + rowStart * params.bsq;
@@ -657,7 +732,7 @@ fn better(ka: u32, sa: u32, kb: u32, sb: u32) -> bool { return ka > kb || (ka ==
 
 fn sortCandidates(L: u32) {
 ${idx.map((i) => `  var k${i} = 0u; var s${i} = PAD; var x${i} = PAD;\n  if (L * ${E}u + ${i}u < P) { k${i} = cKey[L * ${E}u + ${i}u]; s${i} = cStart[L * ${E}u + ${i}u]; x${i} = cEnd[L * ${E}u + ${i}u]; }\n`).join('')}  for (var kk = 2u; kk <= P; kk <<= 1u) {
-    for (var j = kk >> 1u; j > 0u; j >>= 1u) {
+    for (var j = kk >> 1u; j >= select(1u, LAST_J, kk == P); j >>= 1u) {
       if (j >= ${E * SG}u) {
         // partners in other subgroups: through workgroup memory
 ${idx.map((i) => `        if (L * ${E}u + ${i}u < P) { cKey[L * ${E}u + ${i}u] = k${i}; cStart[L * ${E}u + ${i}u] = s${i}; cEnd[L * ${E}u + ${i}u] = x${i}; }\n`).join('')}        workgroupBarrier();
@@ -683,4 +758,285 @@ ${regStages.join('')}      }
     }
   }
 ${idx.map((i) => `  if (L * ${E}u + ${i}u < P) { cKey[L * ${E}u + ${i}u] = k${i}; cStart[L * ${E}u + ${i}u] = s${i}; cEnd[L * ${E}u + ${i}u] = x${i}; }\n`).join('')}}`;
+}
+
+/** Workgroup-memory layout of the 'lean' matrix kernel (element counts). */
+export function leanLayout(v: HipMaskVariant) {
+  const m = v.matrix!;
+  const emu = v.path === 'matrix-emulated';
+  const eb = v.dtype === 'f16' ? 2 : 4;
+  const QS = v.headDim + MATRIX_ROW_PAD;
+  const RS = m.rowSplit ?? 1;
+  const S = m.subgroups;
+  const SG = m.subgroupSize;
+  const TPS = S / RS; // 16-key tiles per step
+  const MT = v.rowsCap / m.M;
+  const MTS = MT / RS; // row tiles per subgroup
+  const CPS = m.N / RS; // reduce: key columns per subgroup
+  const LPC = SG / CPS; // reduce: lanes per column
+  // result row stride: ≥ N, 16-byte multiple, and the LPC row groups of a reduce read start in
+  // distinct CPS-wide bank ranges (conflict-free for 32 banks)
+  const cps = m.N / RS;
+  const groups = Math.min(SG / cps, 32 / cps);
+  const conflictFree = (r: number) => {
+    const starts = Array.from({ length: groups }, (_, g) => (g * r) % 32);
+    return starts.every((x) => x % cps === 0) && new Set(starts).size === groups;
+  };
+  let RSTR = m.N;
+  for (let r = m.N; r <= m.N + 32; r += 4) {
+    if (conflictFree(r)) {
+      RSTR = r;
+      break;
+    }
+  }
+  const stageLen = TPS * m.N * QS;
+  const qAliased = v.rowsCap * QS <= stageLen;
+  const problems: string[] = [];
+  if (!Number.isInteger(TPS) || TPS < 1) problems.push(`rowSplit ${RS} must divide the ${S} subgroups`);
+  if (!Number.isInteger(MTS) || MTS < 1) problems.push(`rowSplit ${RS} must divide the ${MT} row tiles`);
+  if (!Number.isInteger(LPC) || LPC < 1 || v.rowsCap % LPC !== 0) problems.push(`subgroup size ${SG} / ${CPS} columns per subgroup must divide ${v.rowsCap} rows`);
+  if ((RS * SG) % m.N !== 0) problems.push(`${RS * SG} lanes per tile must be a multiple of ${m.N}`);
+  return {
+    emu,
+    eb,
+    QS,
+    RS,
+    S,
+    SG,
+    TPS,
+    MT,
+    MTS,
+    CPS,
+    LPC,
+    RSTR,
+    stageLen,
+    qAliased,
+    qhLen: qAliased ? 0 : v.rowsCap * QS,
+    /** emulated path: the query fragments' stand-in */
+    qeLen: emu ? v.rowsCap * QS : 0,
+    resLen: TPS * v.rowsCap * RSTR,
+    scratchLen: emu ? S * SG : 0,
+    problems,
+  };
+}
+
+interface LeanCode {
+  decl: string;
+  loadQ: string;
+  helpers: string;
+  /** main-scope declarations (after sg / lane / team / rsub) */
+  fragDecl: string;
+  /** loads this subgroup's query fragments from the query tile (all invocations, uniform flow) */
+  fragLoad: string;
+  /** the scoring of one chunk, inline in main (count, kBase, posBase, rc, rs, re in scope) */
+  inline: string;
+}
+
+/** 16-byte chunk `val` (8 halves or 4 floats) → `arr[off …]`. */
+function writeChunkCode(f16: boolean, arr: string, off: string, val: string): string {
+  return f16
+    ? `{ let o = ${off}; let wv = ${val};
+      let h0 = bitcast<vec2<f16>>(wv.x); let h1 = bitcast<vec2<f16>>(wv.y); let h2 = bitcast<vec2<f16>>(wv.z); let h3 = bitcast<vec2<f16>>(wv.w);
+      ${arr}[o] = h0.x; ${arr}[o + 1u] = h0.y; ${arr}[o + 2u] = h1.x; ${arr}[o + 3u] = h1.y;
+      ${arr}[o + 4u] = h2.x; ${arr}[o + 5u] = h2.y; ${arr}[o + 6u] = h3.x; ${arr}[o + 7u] = h3.y; }`
+    : `{ let o = ${off}; let wv = ${val}; ${arr}[o] = wv.x; ${arr}[o + 1u] = wv.y; ${arr}[o + 2u] = wv.z; ${arr}[o + 3u] = wv.w; }`;
+}
+
+/**
+ * The 'lean' tensor-core scoring (see MatrixTiling). Per step, team `sg / rowSplit` of
+ * `rowSplit` subgroups owns one 16-key tile: its lanes store the gathered keys (prefetched
+ * `prefetch` steps ahead) into the team's staging tile; barrier; each subgroup multiplies its
+ * row tiles (fragments in registers) by the tile and stores rows × 16 scores; barrier; each
+ * subgroup reduces 16 / rowSplit key columns over all rows, combines lanes of a column and keys
+ * of a block with subgroup shuffles, and one lane per candidate does the atomicMax.
+ */
+function leanMatrixCode(v: HipMaskVariant): LeanCode {
+  const m = v.matrix!;
+  const L = leanLayout(v);
+  if (L.problems.length) throw new Error(`hip-mask lean kernel: ${L.problems.join('; ')}`);
+  const real = !L.emu;
+  const f16 = v.dtype === 'f16';
+  const D = v.headDim;
+  const ROWS = v.rowsCap;
+  const ET = f16 ? 'f16' : 'f32';
+  const CH = f16 ? 8 : 4;
+  const CPK = D / CH; // 16-byte chunks per key
+  const PARTS = (L.RS * L.SG) / m.N; // lanes per key column in the gather
+  const GPL = Math.ceil(CPK / PARTS); // chunks per lane
+  const KS = D / m.K;
+  const KB = v.keysPerBlock ?? 0;
+  if (!(KB >= 1)) throw new Error('hip-mask lean kernel: keysPerBlock must be set');
+  const DEPTH = Math.max(1, Math.min(2, m.prefetch ?? 1));
+  const rotate = m.rotate ?? true;
+  // keys of one block combined by shuffles when they always share a subgroup's columns
+  const combineKB = (KB & (KB - 1)) === 0 && KB <= L.CPS && KB > 1;
+  const QH = L.qAliased ? 'stage' : 'qh';
+  const u = (x: number) => `${x}u`;
+
+  const decl = `const QS = ${u(L.QS)}; // row stride (elements) of query and key tiles in workgroup memory
+const SGS = ${u(L.SG)};
+const NSG = ${u(L.S)};
+const RS = ${u(L.RS)}; // subgroups per key tile
+const TPS = ${u(L.TPS)}; // key tiles per step
+const MTS = ${u(L.MTS)}; // row tiles per subgroup
+const TN = ${u(m.N)};
+const TM = ${u(m.M)};
+const TK = ${u(m.K)};
+const KB = ${u(KB)}; // keys per representative block
+const CPS = ${u(L.CPS)}; // reduce: key columns per subgroup
+const LPC = ${u(L.LPC)}; // reduce: lanes per column
+const RSTR = ${u(L.RSTR)}; // row stride of the score tiles
+const PARTS = ${u(PARTS)}; // gather: lanes per key
+const CPK = ${u(CPK)}; // gather: 16-byte chunks per key
+const NO_KEY = 0xffffffffu;
+var<workgroup> stage: array<${ET}, ${L.stageLen}>;${L.qAliased ? ' // also the query tile, before the fragments are loaded' : ''}
+${L.qhLen ? `var<workgroup> qh: array<${ET}, ${L.qhLen}>;\n` : ''}${L.qeLen ? `var<workgroup> qe: array<${ET}, ${L.qeLen}>; // emulation: the query fragments\n` : ''}var<workgroup> res: array<f32, ${L.resLen}>;
+${L.scratchLen ? `var<workgroup> scratch: array<u32, ${L.scratchLen}>; // emulation: subgroup shuffles\n` : ''}`;
+
+  const loadQ = `
+fn loadQueries(qBase: u32, rc: u32, tid: u32) {
+  for (var e = tid; e < ${ROWS * CPK}u; e += WG) {
+    let r = e / CPK;
+    let c = e % CPK;
+    var w = Chunk();
+    if (r < rc) { w = loadQc(qBase + r * params.bsq * params.qsT + c * CHUNK); }
+    ${writeChunkCode(f16, QH, 'r * QS + c * CHUNK', 'w')}
+  }
+}`;
+
+  const helpers = `
+// Key slot → (candidate slot, key position), or NO_KEY past the list or where the key is clipped to R.
+fn keyOfSlot(slot: u32, nKeys: u32, rs: u32, re: u32) -> vec2<u32> {
+  if (slot >= nKeys) { return vec2<u32>(NO_KEY, 0u); }
+  let ci = list[slot / KB];
+  let t0 = rs + repOf(cStart[ci], cEnd[ci]) * params.bk;
+  let t = t0 + (slot % KB) * params.bsk;
+  if (t >= min(t0 + params.bk, re)) { return vec2<u32>(NO_KEY, 0u); }
+  return vec2<u32>(ci, t);
+}
+${
+  real
+    ? ''
+    : `
+// Emulation of subgroupShuffleXor within an emulated subgroup (uniform control flow only).
+fn shuffleXor(x: u32, m: u32, tid: u32) -> u32 {
+  scratch[tid] = x;
+  workgroupBarrier();
+  let y = scratch[tid ^ m];
+  workgroupBarrier();
+  return y;
+}`
+}`;
+  const shfl = (x: string, mask: number) => (real ? `subgroupShuffleXor(${x}, ${mask}u)` : `shuffleXor(${x}, ${mask}u, tid)`);
+
+  const lmType = `subgroup_matrix_left<ET, TK, TM>`;
+  const fragDecl = real
+    ? unrolled(L.MTS, (mt) => unrolled(KS, (kk) => `  var lq${mt}_${kk} = ${lmType}();\n`))
+    : '';
+  const fragLoad = real
+    ? unrolled(
+        L.MTS,
+        (mt) =>
+          unrolled(KS, (kk) => `    lq${mt}_${kk} = subgroupMatrixLoad<${lmType}, row_major>(&${QH}, (rsub * MTS + ${mt}u) * TM * QS + ${kk * m.K}u, QS);\n`),
+      )
+    : `    // (emulated fragments: team 0 copies its row tiles of the query tile)
+    if (team == 0u) {
+      for (var e = lane; e < MTS * TM * params.headDim; e += SGS) {
+        let r = rsub * MTS * TM + e / params.headDim;
+        let dd = e % params.headDim;
+        qe[r * QS + dd] = ${QH}[r * QS + dd];
+      }
+    }\n`;
+
+  const gDecl = unrolled(DEPTH, (x) => unrolled(GPL, (i) => `      var g${x}_${i} = Chunk();\n`));
+  const cond = (i: number) => (CPK % PARTS === 0 ? '' : `if (gpart + ${i * PARTS}u < CPK) `);
+  const gather = (x: number, step: string) => `        {
+          let kt = keyOfSlot(((${step}) * TPS + team) * TN + gcol, nKeys, rs, re);
+${unrolled(GPL, (i) => `          g${x}_${i} = Chunk();\n`)}          if (kt.x != NO_KEY) {
+            let kr = kBase + kt.y * params.ksT;
+${unrolled(GPL, (i) => `            ${cond(i)}{ g${x}_${i} = loadKc(kr + (gpart + ${i * PARTS}u) * CHUNK); }\n`)}          }
+        }\n`;
+  // A lane's 16-byte chunk is written as 2- or 4-byte elements; chunks start on 4-word
+  // boundaries, so writing element j of every lane at once would use only 8 bank groups (4-way
+  // conflicts). Lanes start at word `rot` of their chunk instead: the 4 lanes of a bank group
+  // get distinct rotations.
+  const store = (x: number) =>
+    unrolled(
+      GPL,
+      (i) =>
+        `        ${cond(i)}{ let o = sb + gcol * QS + (gpart + ${i * PARTS}u) * CHUNK; let wv = g${x}_${i};\n` +
+        unrolled(4, (p) =>
+          f16
+            ? `          { let q = ${rotate ? `(${p}u + rot) & 3u` : `${p}u`}; let hh = bitcast<vec2<f16>>(wv[q]); stage[o + 2u * q] = hh.x; stage[o + 2u * q + 1u] = hh.y; }\n`
+            : `          { let q = ${rotate ? `(${p}u + rot) & 3u` : `${p}u`}; stage[o + q] = wv[q]; }\n`,
+        ) +
+        '        }\n',
+    );
+  const mma = real
+    ? `        // this subgroup's row tiles × the team's 16 keys: Σ over k-steps of (query tile) × (keys)ᵀ
+${unrolled(L.MTS, (mt) => `        var acc${mt} = subgroup_matrix_result<f32, TN, TM>();\n`)}${unrolled(
+        KS,
+        (kk) =>
+          `        { let rm = subgroupMatrixLoad<subgroup_matrix_right<ET, TN, TK>, col_major>(&stage, sb + ${kk * m.K}u, QS);\n` +
+          unrolled(L.MTS, (mt) => `          acc${mt} = subgroupMatrixMultiplyAccumulate(lq${mt}_${kk}, rm, acc${mt});\n`) +
+          '        }\n',
+      )}${unrolled(L.MTS, (mt) => `        subgroupMatrixStore<row_major>(&res, rb + (rsub * MTS + ${mt}u) * TM * RSTR, acc${mt}, RSTR);\n`)}`
+    : `        // emulated product: res[r][c] = Σ_d qe[r][d] · stage[c][d] for this subgroup's row tiles
+        for (var e = lane; e < MTS * TM * TN; e += SGS) {
+          let r = rsub * MTS * TM + e / TN;
+          let c = e % TN;
+          var s2 = 0.0f;
+          for (var dd = 0u; dd < params.headDim; dd++) { s2 += f32(qe[r * QS + dd]) * f32(stage[sb + c * QS + dd]); }
+          res[rb + r * RSTR + c] = s2;
+        }\n`;
+  const rowsPerLane = ROWS / L.LPC;
+  let combine = '';
+  for (let mk = L.CPS; mk < L.SG; mk *= 2) combine += `          e = max(e, ${shfl('e', mk)});\n`;
+  if (combineKB) for (let mk = 1; mk < KB; mk *= 2) combine += `          e = max(e, ${shfl('e', mk)});\n`;
+  const reduce = `        {
+          // column maxima: lane → key column rsub·CPS + lane % CPS, rows lane / CPS + LPC·j
+          let col = rsub * CPS + lane % CPS;
+          let rg = lane / CPS;
+          let kt = keyOfSlot((stp * TPS + team) * TN + col, nKeys, rs, re);
+          var e = 0u; // enc(score) > 0 for every float
+          if (kt.x != NO_KEY) {
+            var best = LOWEST;
+            if (fast) {
+${unrolled(rowsPerLane, (j) => `              best = max(best, res[rb + (rg + ${j * L.LPC}u) * RSTR + col]);\n`)}              e = enc(best);
+            } else {
+              var any = false;
+              for (var r = rg; r < rc; r += LPC) {
+                if (kt.y <= posBase + r * params.bsq) { best = max(best, res[rb + r * RSTR + col]); any = true; }
+              }
+              if (any) { e = enc(best); }
+            }
+          }
+          // lanes of one column${combineKB ? ', then the keys of one block' : ''}
+${combine}          if (rg == 0u && e != 0u${combineKB ? ' && col % KB == 0u' : ''}) { atomicMax(&acc[kt.x], e); }
+        }\n`;
+  const stepBody = (x: number, stepExpr: string) => `      {
+        let stp = ${stepExpr};
+${store(x)}        workgroupBarrier();
+        // gathers of a later step in flight while this one is multiplied
+        if (stp + ${DEPTH}u < steps) {
+${gather(x, `stp + ${DEPTH}u`)}        }
+${mma}        workgroupBarrier();
+${reduce}      }\n`;
+  const inline = `{
+      let nKeys = count * KB;
+      let steps = ((nKeys + TN - 1u) / TN + TPS - 1u) / TPS;
+      // every row valid and every key before every query: no per-row checks
+      let fast = rc == ROWS && re <= posBase + 1u;
+      let gl = rsub * SGS + lane;
+      let gcol = gl % TN; // gather: key column of the team's tile
+      let gpart = gl / TN; // gather: first chunk
+      // gather: first word stored. Chunks start on 4-word boundaries (8 bank groups of 4 lanes);
+      // the lanes sharing a group differ in lane / 8 for 8- and 16-key tiles at this row stride.
+      let rot = (lane >> 3u) & 3u;
+      let sb = team * TN * QS;
+      let rb = team * ROWS * RSTR;
+${gDecl}${unrolled(DEPTH, (x) => `      if (${x}u < steps) {\n${gather(x, `${x}u`)}      }\n`)}      for (var s0 = 0u; s0 < steps; s0 += ${DEPTH}u) {
+${stepBody(0, 's0')}${DEPTH === 2 ? `        if (s0 + 1u < steps) {\n${stepBody(1, 's0 + 1u')}        }\n` : ''}      }
+    }`;
+  return { decl, loadQ, helpers, fragDecl, fragLoad, inline };
 }
