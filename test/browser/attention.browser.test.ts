@@ -23,11 +23,11 @@ describe.skipIf(!browser)('attention kernels in headless Chromium (SwiftShader, 
         { name: 'dense prefill with bindings split (40 KiB limit)', method: 'dense', mode: 'prefill', layout: 'model', maxBindingBytes: 40 * 1024, shape: { ...base, batch: 2, heads: 4, kvHeads: 2, queryLength: 130, keyLength: 130 } },
       ],
     };
-    const r = await browser!.run<{ results: { name: string; dtype: string; prefillPath: string; maxRowRelError: number; maxAbsErrorRel: number; ms: number }[] }, AttentionBrowserArgs>(entry, { args });
+    const r = await browser!.run<{ results: { name: string; dtype: string; prefillPath: string; decodePath: string; maxRowRelError: number; maxAbsErrorRel: number; ms: number }[] }, AttentionBrowserArgs>(entry, { args });
     console.log(`chromium ${r.userAgent}; adapter ${r.adapterInfo.vendor} ${r.adapterInfo.architecture}; shaderF16=${r.features.shaderF16}`);
     expect(r.report.results).toHaveLength(args.cases.length);
     for (const x of r.report.results) {
-      console.log(`[attention browser] ${x.dtype} ${x.prefillPath} ${x.name}: max row rel err ${x.maxRowRelError.toExponential(2)}, abs/max ${x.maxAbsErrorRel.toExponential(2)} (${x.ms.toFixed(0)} ms)`);
+      console.log(`[attention browser] ${x.dtype} prefill ${x.prefillPath} / decode ${x.decodePath} ${x.name}: max row rel err ${x.maxRowRelError.toExponential(2)}, abs/max ${x.maxAbsErrorRel.toExponential(2)} (${x.ms.toFixed(0)} ms)`);
       expect(x.maxRowRelError, x.name).toBeLessThanOrEqual(x.dtype === 'f16' ? 2e-3 : 1e-5);
     }
   });

@@ -105,6 +105,34 @@ describe.skipIf(!any)(`attention kernels ${only}: decode (split-K + reduce)`, ()
     console.log(`[attention] f16 hip decode with cached mask: max row rel err ${r.maxRowRelError.toExponential(2)}`);
     expect(r.maxRowRelError).toBeLessThanOrEqual(TOL.f16);
   });
+  it.skipIf(only !== 'f16')('f16: the plain decode kernel (split-K + serial reduce) still matches: dense and HiP, forced 3 splits', async () => {
+    const s = shape({ heads: 8, kvHeads: 2, headDim: 64, queryLength: 1, keyLength: 300 });
+    await check('f16', 'plain decode dense', { method: 'dense', mode: 'decode', decodeSplits: 3, shape: s }, { decode: 'plain' });
+    await check('f16', 'plain decode hip', { method: 'hip', mode: 'decode', decodeSplits: 3, shape: s }, { decode: 'plain' });
+  });
+  it.skipIf(only !== 'f16' || !gpu?.features.subgroups)(
+    'f16: subgroup decode kernel: GQA 1 / 4 / 8, d 64 / 128, HiP with splits, 8-byte loads (offset 4), shuffle merges, f32 storage',
+    async () => {
+      const sg = { decode: 'subgroup' };
+      await check('f16', 'sg decode dense d64 GQA 4 batch 2', { method: 'dense', mode: 'decode', layout: 'model', shape: shape({ batch: 2, heads: 8, kvHeads: 2, queryLength: 1, keyLength: 700, keyCapacity: 768 }) }, sg);
+      await check('f16', 'sg decode hip d128 GQA 8, 5 splits', { method: 'hip', mode: 'decode', decodeSplits: 5, shape: shape({ heads: 8, kvHeads: 1, headDim: 128, queryLength: 1, keyLength: 333 }) }, sg);
+      await check('f16', 'sg decode streaming GQA 1, 2 queries, offset 4 (8-byte loads)', { method: 'streaming', mode: 'decode', offset: 4, shape: shape({ heads: 2, kvHeads: 2, queryLength: 2, keyLength: 150 }) }, sg);
+      // 2 lanes per key, 3 keys per step, key groups merged with shuffles in blocks of 8 lanes.
+      await check('f16', 'sg decode hip lanes 2 keys 3 merge 8', { method: 'hip', mode: 'decode', decodeSplits: 2, shape: shape({ heads: 4, kvHeads: 1, queryLength: 1, keyLength: 300 }) }, { decode: 'subgroup', decodeKernel: { lanes: 2, keys: 3, wg: 32, merge: 8 } });
+      // f32 storage (4 floats per 16-byte load) on the same device.
+      const k32 = await createAttentionKernels(gpu!, { dtype: 'f32', headDim: 64, decode: 'subgroup' });
+      try {
+        expect(k32.decodePath).toBe('subgroup');
+        for (const method of ['dense', 'hip'] as const) {
+          const r = await runAttentionCase(gpu!, k32, { method, mode: 'decode', hip: HIP_SMALL, seed: testSeed(`sg decode f32 ${method}`), shape: shape({ heads: 4, kvHeads: 1, queryLength: 1, keyLength: 260 }) });
+          console.log(`[attention] f32 storage, subgroup decode ${method}: max row rel err ${r.maxRowRelError.toExponential(2)}`);
+          expect(r.maxRowRelError).toBeLessThanOrEqual(TOL.f32);
+        }
+      } finally {
+        k32.destroy();
+      }
+    },
+  );
   it.skipIf(only !== 'f16')('f16: encode() picks decode for queryLength 1 and prefill otherwise', async () => {
     await check('f16', 'auto hip 1 query', { method: 'hip', mode: 'auto', shape: shape({ heads: 4, kvHeads: 1, queryLength: 1, keyLength: 150 }) });
   });
@@ -149,6 +177,28 @@ describe.skipIf(!gpu)('attention kernels f16: tensor-core prefill kernel, emulat
   });
 });
 
+describe.skipIf(!gpu?.features.subgroups)('attention kernels f16: pipelined tensor-core prefill kernel (mma2), emulated subgroup matrices', () => {
+  it('f16: dense (GQA 4, model layout, ragged, offset 4: 8-byte loads), streaming (query offset), HiP (batch 2) — d 32, 2 warps, key tiles of 16', async () => {
+    const extra = { prefill: 'mma2-emulated', mma2: { warps: 2, bk: 16 } };
+    await check('f16', 'mma2-emu dense', { method: 'dense', mode: 'prefill', layout: 'model', offset: 4, shape: shape({ heads: 4, kvHeads: 1, headDim: 32, queryLength: 97, keyLength: 140 }) }, extra);
+    await check('f16', 'mma2-emu streaming', { method: 'streaming', mode: 'prefill', shape: shape({ heads: 2, kvHeads: 2, headDim: 32, queryLength: 100, keyLength: 130, queryOffset: 30 }) }, extra);
+    await check('f16', 'mma2-emu hip', { method: 'hip', mode: 'prefill', layout: 'model', shape: shape({ batch: 2, heads: 2, kvHeads: 1, headDim: 32, queryLength: 160, keyLength: 160 }) }, extra);
+  });
+  it('f16: direct K/V matrix loads for tiles valid for every row: dense (GQA 4, query offset), streaming — d 32, 2 warps, key tiles of 16', async () => {
+    const extra = { prefill: 'mma2-emulated', mma2: { warps: 2, bk: 16, direct: true } };
+    await check('f16', 'mma2-emu direct dense', { method: 'dense', mode: 'prefill', layout: 'model', shape: shape({ heads: 4, kvHeads: 1, headDim: 32, queryLength: 90, keyLength: 170, keyCapacity: 176 }) }, extra);
+    await check('f16', 'mma2-emu direct streaming', { method: 'streaming', mode: 'prefill', shape: shape({ heads: 2, kvHeads: 2, headDim: 32, queryLength: 150, keyLength: 150 }) }, extra);
+  });
+  it('f16: unrolled code (the GPU kernel\'s structure), d 16, HiP with the block list in workgroup memory, 16-byte loads', async () => {
+    await check('f16', 'mma2-emu unrolled hip d16', { method: 'hip', mode: 'prefill', shape: shape({ heads: 2, kvHeads: 1, headDim: 16, queryLength: 130, keyLength: 130 }) }, { prefill: 'mma2-emulated', unrollLoops: true, mma2: { warps: 2, bk: 16 } });
+  });
+  it('f16: 2 fragments per warp, key tiles of 32, O rescaled on every growth of a row max (threshold 0), HiP without the staged block list', async () => {
+    const extra = { prefill: 'mma2-emulated', mma2: { warps: 1, bk: 32, rows: 2, rescaleThreshold: 0, blockList: false } };
+    await check('f16', 'mma2-emu r2 rescale dense', { method: 'dense', mode: 'prefill', layout: 'model', shape: shape({ heads: 4, kvHeads: 1, headDim: 32, queryLength: 100, keyLength: 120 }) }, extra);
+    await check('f16', 'mma2-emu r2 rescale hip', { method: 'hip', mode: 'prefill', shape: shape({ heads: 2, kvHeads: 1, headDim: 32, queryLength: 150, keyLength: 150 }) }, extra);
+  });
+});
+
 const hasMma = !!gpu?.features.subgroupMatrix;
 if (gpu && !hasMma) {
   loudNotice([
@@ -160,10 +210,12 @@ if (gpu && !hasMma) {
 describe.skipIf(!hasMma)('attention kernels: tensor-core prefill kernel (subgroup matrices)', () => {
   for (const headDim of [64, 128]) {
     it(`f16 d ${headDim}: dense, streaming, HiP`, async () => {
-      const extra = { prefill: 'mma' };
-      await check('f16', `mma dense d${headDim}`, { method: 'dense', mode: 'prefill', layout: 'model', shape: shape({ batch: 2, heads: 8, kvHeads: 2, headDim, queryLength: 333, keyLength: 400 }) }, extra);
-      await check('f16', `mma streaming d${headDim}`, { method: 'streaming', mode: 'prefill', shape: shape({ heads: 4, kvHeads: 4, headDim, queryLength: 300, keyLength: 300 }) }, extra);
-      await check('f16', `mma hip d${headDim}`, { method: 'hip', mode: 'prefill', layout: 'model', shape: shape({ heads: 8, kvHeads: 1, headDim, queryLength: 500, keyLength: 500 }) }, extra);
+      for (const prefill of ['mma', 'mma2']) {
+        const extra = { prefill };
+        await check('f16', `${prefill} dense d${headDim}`, { method: 'dense', mode: 'prefill', layout: 'model', shape: shape({ batch: 2, heads: 8, kvHeads: 2, headDim, queryLength: 333, keyLength: 400 }) }, extra);
+        await check('f16', `${prefill} streaming d${headDim}`, { method: 'streaming', mode: 'prefill', shape: shape({ heads: 4, kvHeads: 4, headDim, queryLength: 300, keyLength: 300 }) }, extra);
+        await check('f16', `${prefill} hip d${headDim}`, { method: 'hip', mode: 'prefill', layout: 'model', shape: shape({ heads: 8, kvHeads: 1, headDim, queryLength: 500, keyLength: 500 }) }, extra);
+      }
     });
   }
 });

@@ -17,7 +17,7 @@ import { BufferUsage, createStorageBuffer, defineUniforms, GpuTimer, type GpuCon
 import { Rng } from '../../util/rng.js';
 import type { GpuAttentionProblem, GpuHipMask, GpuKeySet, StorageType } from '../types.js';
 import { contiguousStrides } from '../types.js';
-import { createAttentionKernels, type AttentionKernelOptions, type AttentionKernels } from './index.js';
+import { createAttentionKernels, type AttentionKernelOptions, type AttentionKernels, type DecodeOptions } from './index.js';
 
 export interface AttentionBenchOptions {
   seqLen: number;
@@ -58,6 +58,8 @@ export interface AttentionBenchResult {
   /** Kernel repetitions per sample. */
   reps: number;
   prefillPath: string;
+  /** The pipelines that ran. */
+  kernel: string;
   /** 'given' | 'synthetic' for HiP; undefined otherwise. */
   mask?: 'given' | 'synthetic';
   shape: ResolvedShape;
@@ -165,8 +167,21 @@ export function syntheticHipMask(gpu: GpuContext, shape: ResolvedShape, options:
   };
 }
 
-/** Times one attention problem (see module comment). */
-export async function benchAttention(gpu: GpuContext, opts: AttentionBenchOptions): Promise<AttentionBenchResult> {
+/** A benchmark problem on the GPU (random inputs, key set), reusable across kernel variants. */
+export interface AttentionBenchProblem {
+  problem: GpuAttentionProblem;
+  keySet: GpuKeySet;
+  mode: 'prefill' | 'decode';
+  mask?: 'given' | 'synthetic';
+  shape: ResolvedShape;
+  destroy(): void;
+}
+
+/** Allocates and fills a benchmark problem (see module comment; HiP: synthetic mask unless given). */
+export async function createAttentionBenchProblem(
+  gpu: GpuContext,
+  opts: Pick<AttentionBenchOptions, 'seqLen' | 'method' | 'mode' | 'heads' | 'kvHeads' | 'headDim' | 'batch' | 'dtype' | 'hip' | 'streaming' | 'mask' | 'seed'>,
+): Promise<AttentionBenchProblem> {
   const H = opts.heads ?? 32;
   const Hkv = opts.kvHeads ?? 8;
   const d = opts.headDim ?? 128;
@@ -176,15 +191,12 @@ export async function benchAttention(gpu: GpuContext, opts: AttentionBenchOption
   const Lq = opts.mode === 'decode' ? 1 : T;
   const shape = resolveShape({ batch: B, heads: H, kvHeads: Hkv, queryLength: Lq, keyLength: T, headDim: d });
   const eb = dtype === 'f16' ? 2 : 4;
-  const ownKernels = !opts.kernels;
-  const kernels = opts.kernels ?? (await createAttentionKernels(gpu, { dtype, headDim: d, ...(opts.kernelOptions ?? {}) }));
   const buffers: GPUBuffer[] = [];
   const alloc = (elements: number, label: string) => {
     const b = createStorageBuffer(gpu, elements * eb, { label, splitBindings: true });
     buffers.push(b);
     return b;
   };
-  const timer = new GpuTimer(gpu, { maxPasses: 256 });
   try {
     const seed = opts.seed ?? 1234;
     const qN = B * H * Lq * d;
@@ -222,12 +234,39 @@ export async function benchAttention(gpu: GpuContext, opts: AttentionBenchOption
       }
       keySet = { kind: 'hip', mask };
     }
-    await kernels.prepare(problem, keySet, opts.mode);
+    return {
+      problem,
+      keySet,
+      mode: opts.mode,
+      ...(maskKind ? { mask: maskKind } : {}),
+      shape,
+      destroy() {
+        for (const b of buffers) b.destroy();
+        buffers.length = 0;
+      },
+    };
+  } catch (e) {
+    for (const b of buffers) b.destroy();
+    throw e;
+  }
+}
+
+/** Times kernels on a prepared benchmark problem (median of `iterations` samples). */
+export async function timeAttention(
+  gpu: GpuContext,
+  kernels: AttentionKernels,
+  bp: AttentionBenchProblem,
+  opts: Pick<AttentionBenchOptions, 'warmup' | 'iterations' | 'reps'> & { decode?: DecodeOptions } = {},
+): Promise<AttentionBenchResult> {
+  const timer = new GpuTimer(gpu, { maxPasses: 256 });
+  try {
+    const { problem, keySet, mode } = bp;
+    await kernels.prepare(problem, keySet, mode);
     // One sample: `reps` back-to-back runs in one command buffer, from the first pass's start
     // to the last pass's end (timestamps) or submit to completion (wall-clock), divided by reps.
     const run = async (reps: number) => {
       const t = await timer.time((enc) => {
-        for (let r = 0; r < reps; r++) kernels.encodeSync(enc, problem, keySet, opts.mode);
+        for (let r = 0; r < reps; r++) kernels.encodeSync(enc, problem, keySet, mode, opts.decode);
       });
       return { ms: t.ms / reps, source: t.source };
     };
@@ -254,12 +293,24 @@ export async function benchAttention(gpu: GpuContext, opts: AttentionBenchOption
       timing: source,
       reps,
       prefillPath: kernels.prefillPath,
-      ...(maskKind ? { mask: maskKind } : {}),
-      shape,
+      kernel: kernels.describe(problem, keySet, mode),
+      ...(bp.mask ? { mask: bp.mask } : {}),
+      shape: bp.shape,
     };
   } finally {
     timer.destroy();
-    for (const b of buffers) b.destroy();
+  }
+}
+
+/** Times one attention problem (see module comment). */
+export async function benchAttention(gpu: GpuContext, opts: AttentionBenchOptions): Promise<AttentionBenchResult> {
+  const ownKernels = !opts.kernels;
+  const kernels = opts.kernels ?? (await createAttentionKernels(gpu, { dtype: opts.dtype ?? 'f16', headDim: opts.headDim ?? 128, ...(opts.kernelOptions ?? {}) }));
+  const bp = await createAttentionBenchProblem(gpu, opts);
+  try {
+    return await timeAttention(gpu, kernels, bp, opts);
+  } finally {
+    bp.destroy();
     if (ownKernels) kernels.destroy();
   }
 }

@@ -30,7 +30,14 @@ export interface CheckCase {
   decodeSplits?: number;
   /** Reuse this CPU mask (decode with a cached mask) instead of estimating one. */
   mask?: HipMask;
+  /**
+   * Memoise the CPU mask and reference output of this exact case (shape, method, options,
+   * seed, dtype) for later calls — for checking many kernel variants on the same problem.
+   */
+  cacheReference?: boolean;
 }
+
+const REF_CACHE = new Map<string, { mask?: HipMask; reference: Float32Array }>();
 
 export interface CheckResult {
   /** max over rows of ‖gpu − ref‖ / ‖ref‖. */
@@ -153,8 +160,11 @@ export async function runAttentionCase(gpu: GpuContext, kernels: AttentionKernel
   let mask: HipMask | undefined;
   let gpuMask: GpuHipMask | undefined;
   let keySet: GpuKeySet;
+  const cacheKey =
+    c.cacheReference && !c.mask ? JSON.stringify([c.shape, c.method, c.hip ?? null, c.streaming ?? null, c.seed, dtype, c.mode ?? 'auto']) : null;
+  const cached = cacheKey ? REF_CACHE.get(cacheKey) : undefined;
   if (c.method === 'hip') {
-    mask = c.mask ?? estimateHipMask(input, c.hip ?? {});
+    mask = c.mask ?? cached?.mask ?? estimateHipMask(input, c.hip ?? {});
     gpuMask = uploadHipMask(gpu, mask);
     keySet = { kind: 'hip', mask: gpuMask };
   } else if (c.method === 'streaming') {
@@ -172,7 +182,11 @@ export async function runAttentionCase(gpu: GpuContext, kernels: AttentionKernel
     const flat = dtype === 'f16' ? await readFloat16(gpu, outBuf) : await readFloat32(gpu, outBuf);
     const ms = performance.now() - t0;
     const output = gather(flat, out, s.batch, s.heads, s.queryLength, d);
-    const reference = referenceOutput(c, input, mask);
+    const reference = cached?.reference ?? referenceOutput(c, input, mask);
+    if (cacheKey && !cached) {
+      if (REF_CACHE.size >= 16) REF_CACHE.delete(REF_CACHE.keys().next().value!);
+      REF_CACHE.set(cacheKey, { reference, ...(mask ? { mask } : {}) });
+    }
     return { ...compareOutputs(output, reference, d), rows: s.batch * s.heads * s.queryLength, ms, reference, output };
   } finally {
     for (const b of [q.buffer, k.buffer, v.buffer, outBuf, gpuMask?.buffer]) b?.destroy();

@@ -53,20 +53,21 @@ export function mmaWorkgroupBytes(v: MmaVariant): number {
   return (v.emulate ? 2 * bq * DP : 0) + 2 * (2 * v.bk * DP) + 4 * v.warps * v.m * v.bk + 2 * v.warps * v.m * v.bk + 4 * v.bk + 4 * bq + 4 * v.warps * v.sg + 16 + 12;
 }
 
-interface Ops {
+export interface Ops {
   header: string;
   left: string;
   right: string;
   result: string;
   zero: string;
   loadLeft(arr: 'kv_sh' | 'p_sh' | 'q_emu', off: string, colMajor: boolean, stride: string): string;
-  loadRight(arr: 'kv_sh', off: string, colMajor: boolean, stride: string): string;
+  /** 'Kh' / 'Vh': K and V straight from their storage buffers (array<f16> views; flash-mma2). */
+  loadRight(arr: 'kv_sh' | 'Kh' | 'Vh', off: string, colMajor: boolean, stride: string): string;
   loadResult(arr: 's_sh', off: string, colMajor: boolean, stride: string): string;
   store(arr: 's_sh', off: string, value: string, colMajor: boolean, stride: string): string;
   mma(a: string, b: string, c: string): string;
 }
 
-function realOps(m: number): Ops {
+export function realOps(m: number): Ops {
   const left = `subgroup_matrix_left<f16, ${m}, ${m}>`;
   const right = `subgroup_matrix_right<f16, ${m}, ${m}>`;
   const result = `subgroup_matrix_result<f32, ${m}, ${m}>`;
@@ -90,7 +91,7 @@ function realOps(m: number): Ops {
  * workgroup memory and read when multiplied (the kernel never changes an operand's memory
  * between its load and its use); a result matrix is spread over the warp's lanes, e per lane.
  */
-function emulatedOps(m: number, sg: number, unroll: boolean): Ops {
+export function emulatedOps(m: number, sg: number, unroll: boolean, direct = false): Ops {
   const lb = (n: number) => loopBound(n, unroll);
   const n = m * m;
   const e = n / sg;
@@ -100,7 +101,9 @@ struct EmuRef { arr: u32, off: u32, cm: u32, stride: u32 }
 fn emuRead(a: EmuRef, r: u32, c: u32) -> f32 {
   let i = select(a.off + r * a.stride + c, a.off + c * a.stride + r, a.cm != 0u);
   if (a.arr == 0u) { return f32(kv_sh[i]); }
-  if (a.arr == 1u) { return f32(p_sh[i]); }
+  if (a.arr == 1u) { return f32(p_sh[i]); }${direct ? `
+  if (a.arr == 3u) { return f32(Kh[i]); }
+  if (a.arr == 4u) { return f32(Vh[i]); }` : ''}
   return f32(q_emu[i]);
 }
 fn emuMma(a: EmuRef, b: EmuRef, c: ${R}, lane: u32) -> ${R} {
@@ -135,7 +138,7 @@ fn emuLoad_s(off: u32, cm: bool, stride: u32, lane: u32) -> ${R} {
 }
 `;
   const ref = (arr: string, off: string, cm: boolean, stride: string) =>
-    `EmuRef(${arr === 'kv_sh' ? 0 : arr === 'p_sh' ? 1 : 2}u, ${off}, ${cm ? 1 : 0}u, ${stride})`;
+    `EmuRef(${arr === 'kv_sh' ? 0 : arr === 'p_sh' ? 1 : arr === 'Kh' ? 3 : arr === 'Vh' ? 4 : 2}u, ${off}, ${cm ? 1 : 0}u, ${stride})`;
   return {
     header,
     left: 'EmuRef',

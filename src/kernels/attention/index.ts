@@ -23,16 +23,38 @@ import type { GpuAttentionProblem, GpuKeySet, GpuTensor4, StorageType } from '..
 import { AttnParams, type AttnParamValues } from './keyset-wgsl.js';
 import { plainVariantName, plainWgsl, plainWorkgroupBytes, type PlainVariant } from './flash-plain.wgsl.js';
 import { reduceVariantName, reduceWgsl } from './reduce.wgsl.js';
+import { decodeUnsupported, decodeVariantName, decodeWgsl, decodeWorkgroupBytes, reduce2VariantName, reduce2Wgsl, type DecodeVariant, type Reduce2Variant } from './decode.wgsl.js';
 import { mmaVariantName, mmaWgsl, mmaWorkgroupBytes, pickMmaConfig, type MmaVariant } from './flash-mma.wgsl.js';
+import { MMA2_DEFAULTS, mma2VariantName, mma2Wgsl, mma2WorkgroupBytes, pickMma2Config, type Mma2Config, type Mma2Variant } from './flash-mma2.wgsl.js';
 import { attentionCost, type AttentionCost, type CostKeySet } from './cost.js';
 
 export { attentionCost, type AttentionCost, type CostKeySet } from './cost.js';
 export { plainWgsl, type PlainVariant } from './flash-plain.wgsl.js';
 export { mmaWgsl, pickMmaConfig, type MmaVariant } from './flash-mma.wgsl.js';
-export { reduceWgsl } from './reduce.wgsl.js';
+export { MMA2_DEFAULTS, mma2Wgsl, pickMma2Config, type Mma2Variant } from './flash-mma2.wgsl.js';
 
-/** Which prefill kernel to use: tensor cores (subgroup matrices), the plain kernel, or auto. */
-export type PrefillPath = 'auto' | 'plain' | 'mma' | 'mma-emulated';
+/**
+ * Defaults of the subgroup decode kernel (set from the H200 sweep): lanes per key (capped by
+ * the subgroup size and the row's 16-byte chunks), keys per step (G ≤ 4 / G > 4), invocations,
+ * and the workgroups a decode dispatch aims for.
+ */
+export const DECODE_DEFAULTS = { lanes: 16, keys: 4, keysLargeGroup: 2, wg: 128, targetWorkgroups: 1024 };
+export { reduceWgsl } from './reduce.wgsl.js';
+export { decodeWgsl, reduce2Wgsl, type DecodeVariant } from './decode.wgsl.js';
+
+/**
+ * Which decode (split-K) kernel to use: 'subgroup' (lanes share a key, 16-byte loads, subgroup
+ * reductions, parallel reduce; needs the 'subgroups' feature and G ≤ 8), 'plain', or auto
+ * ('subgroup' where available).
+ */
+export type DecodePath = 'auto' | 'plain' | 'subgroup';
+
+/**
+ * Which prefill kernel to use: tensor cores (subgroup matrices: 'mma2' the pipelined kernel,
+ * 'mma' the first one), the plain kernel, or auto; '-emulated' runs a tensor-core kernel's code
+ * with the subgroup-matrix operations emulated in plain WGSL (tests).
+ */
+export type PrefillPath = 'auto' | 'plain' | 'mma' | 'mma-emulated' | 'mma2' | 'mma2-emulated';
 
 export interface AttentionKernelOptions {
   dtype: StorageType;
@@ -46,6 +68,24 @@ export interface AttentionKernelOptions {
   prefill?: PrefillPath;
   /** Tile configuration of the mma prefill kernel (default: the largest that fits). */
   mma?: { warps?: number; bk?: number; rescaleThreshold?: number };
+  /**
+   * Configuration of the pipelined tensor-core kernel ('mma2', flash-mma2.wgsl.ts): warps,
+   * key tile, 16-row fragments per warp, 'workgroup' or 'subgroup' sync (the latter: real
+   * tensor cores only), Q fragments from workgroup memory, 16-byte loads (default: where
+   * offsets allow), HiP block list in workgroup memory (default: yes when ≤ 1024 blocks),
+   * `direct`: K/V matrices of tiles valid for every row loaded straight from the buffers.
+   * Default: 4 warps, key tiles of 16, 1 fragment, 'workgroup' sync.
+   */
+  mma2?: { warps?: number; bk?: number; rows?: number; sync?: 'workgroup' | 'subgroup'; qSmem?: boolean; ld16?: boolean; blockList?: boolean; direct?: boolean; rescaleThreshold?: number };
+  /** Decode kernel (default 'auto': 'subgroup' where the device has subgroups and G ≤ 8). */
+  decode?: DecodePath;
+  /**
+   * Subgroup decode kernel tiling: lanes per key (default: 16-byte chunks of a row, at most
+   * the subgroup size and 16), keys per lane group and step (default 4; 2 when G > 4),
+   * invocations per workgroup (default 128), and 16-byte loads (default: where the K/V
+   * offsets and strides allow).
+   */
+  decodeKernel?: { lanes?: number; keys?: number; wg?: number; ld16?: boolean; merge?: number };
   /** encode() uses the decode (split-K) path for queryLength ≤ this. Default 1. */
   decodeMaxQueries?: number;
   /** Split-K: aim for about this many workgroups per decode dispatch. Default 1024. */
@@ -76,11 +116,20 @@ export interface DecodeOptions {
   splits?: number;
 }
 
+/** A decode kernel choice: the split kernel and its reduce. */
+type DecodeChoice =
+  | { kind: 'plain'; split: PlainVariant; reduce: { dtype: StorageType; headDim: number; rowsQ: number; rowsH: number } }
+  | { kind: 'subgroup'; split: DecodeVariant; reduce: Reduce2Variant };
+
 export interface AttentionKernels {
   readonly dtype: StorageType;
   readonly headDim: number;
   /** The prefill kernel in use ('plain', 'mma' or 'mma-emulated'). */
   readonly prefillPath: Exclude<PrefillPath, 'auto'>;
+  /** The decode kernel in use where the problem allows it ('subgroup' or 'plain'). */
+  readonly decodePath: Exclude<DecodePath, 'auto'>;
+  /** Pipeline names a problem would use (for benchmark labels). */
+  describe(problem: GpuAttentionProblem, keySet: GpuKeySet, mode?: 'prefill' | 'decode'): string;
   /** Prefill when queryLength > decodeMaxQueries, else decode. */
   encode(target: PassTarget, problem: GpuAttentionProblem, keySet: GpuKeySet): Promise<void>;
   /** Flash attention over tiles of queries (any queryLength). */
@@ -105,6 +154,8 @@ const BIG_WINDOW = 1 << 30;
 const PLAIN_PREFILL = { rowsQ: 16, bk: 16, wg: 128 };
 const DECODE_BK = 32;
 const BINDINGS = [['uniform', 'read-only-storage', 'read-only-storage', 'read-only-storage', 'storage', 'read-only-storage', 'storage']] as const;
+/** Plus f16 views of K (7) and V (8): the mma2 kernel's direct matrix loads. */
+const BINDINGS_KV = [[...BINDINGS[0], 'read-only-storage', 'read-only-storage']] as const;
 
 interface ResolvedKeySet {
   hip: boolean;
@@ -148,8 +199,18 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
   // ---- prefill path selection
   let prefillPath: Exclude<PrefillPath, 'auto'> = 'plain';
   let mmaCfg: { m: number; sg: number; warps: number; bk: number } | null = null;
+  let mma2Cfg: Mma2Config | null = null;
   const want = options.prefill ?? 'auto';
-  if (want === 'mma' || want === 'mma-emulated' || want === 'auto') {
+  if (want === 'mma2' || want === 'mma2-emulated' || want === 'auto') {
+    const cfg = pickMma2Config(gpu, { dtype, headDim: D, emulate: want === 'mma2-emulated', ...(options.mma2 ?? {}) });
+    if (cfg.ok) {
+      prefillPath = want === 'mma2-emulated' ? 'mma2-emulated' : 'mma2';
+      mma2Cfg = cfg.config;
+    } else if (want !== 'auto') {
+      throw new HipAttnError('UNSUPPORTED', `prefill path '${want}' is not available: ${cfg.why}`);
+    }
+  }
+  if (!mma2Cfg && (want === 'mma' || want === 'mma-emulated' || want === 'auto')) {
     const cfg = pickMmaConfig(gpu, { dtype, headDim: D, emulate: want === 'mma-emulated', ...(options.mma ?? {}) });
     if (cfg.ok) {
       prefillPath = want === 'mma-emulated' ? 'mma-emulated' : 'mma';
@@ -158,6 +219,14 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
       throw new HipAttnError('UNSUPPORTED', `prefill path '${want}' is not available: ${cfg.why}`);
     }
   }
+
+  // ---- decode path selection
+  const sgMin = gpu.adapterInfo.subgroupMinSize > 0 ? gpu.adapterInfo.subgroupMinSize : 4;
+  const wantDecode = options.decode ?? 'auto';
+  if (wantDecode === 'subgroup' && !gpu.features.subgroups) {
+    throw new HipAttnError('UNSUPPORTED', `decode path 'subgroup' needs the 'subgroups' feature, which this device lacks`);
+  }
+  const decodePath: Exclude<DecodePath, 'auto'> = wantDecode === 'plain' || !gpu.features.subgroups ? 'plain' : 'subgroup';
 
   // ---- uniform ring
   const slotBytes = Math.max(256, limits.minUniformBufferOffsetAlignment ?? 256);
@@ -288,8 +357,8 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
     return v;
   }
   const ready = new Map<string, CompiledPipeline>();
-  async function pipeline(name: string, code: string): Promise<CompiledPipeline> {
-    const p = await gpu.pipelines.computePipeline({ name, code, bindings: BINDINGS.map((g) => [...g]) });
+  async function pipeline(name: string, code: string, kvViews = false): Promise<CompiledPipeline> {
+    const p = await gpu.pipelines.computePipeline({ name, code, bindings: (kvViews ? BINDINGS_KV : BINDINGS).map((g) => [...g]) });
     ready.set(name, p);
     return p;
   }
@@ -523,10 +592,42 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
   }
 
   function prefillRowsQ(): number {
+    if (mma2Cfg) return mma2Cfg.warps * mma2Cfg.m * mma2Cfg.rows;
     return prefillPath === 'plain' ? PLAIN_PREFILL.rowsQ : mmaCfg!.warps * mmaCfg!.m;
   }
 
-  function prefillSpec(hip: boolean): { name: string; code: () => string } {
+  function mma2Variant(problem: GpuAttentionProblem, ks: ResolvedKeySet): Mma2Variant {
+    const o = options.mma2 ?? {};
+    let blkCap = 0;
+    if (ks.hip && (o.blockList ?? true)) {
+      blkCap = 16;
+      while (blkCap < ks.bpq) blkCap *= 2;
+      if (blkCap > 1024) blkCap = 0;
+    }
+    const v: Mma2Variant = {
+      dtype: 'f16',
+      headDim: D,
+      hip: ks.hip,
+      emulate: prefillPath === 'mma2-emulated',
+      unroll,
+      ...mma2Cfg!,
+      ld16: (o.ld16 ?? true) && kvAligned16(problem),
+      blkCap,
+      direct: (o.direct ?? MMA2_DEFAULTS.direct) && kvAligned16(problem),
+      ...(o.rescaleThreshold !== undefined ? { threshold: o.rescaleThreshold } : {}),
+    };
+    if (blkCap > 0 && mma2WorkgroupBytes(v) > wgMem) v.blkCap = 0;
+    return v;
+  }
+
+  function prefillSpec(problem: GpuAttentionProblem, ks: ResolvedKeySet): { name: string; code: () => string; kvViews?: boolean } {
+    const hip = ks.hip;
+    if (mma2Cfg) {
+      const v = mma2Variant(problem, ks);
+      const bytes = mma2WorkgroupBytes(v);
+      if (bytes > wgMem) throw new HipAttnError('UNSUPPORTED', `${mma2VariantName(v)} needs ${bytes} bytes of workgroup memory, the device allows ${wgMem}`);
+      return { name: mma2VariantName(v), code: () => mma2Wgsl(v), kvViews: !!v.direct };
+    }
     if (prefillPath === 'plain') {
       const v = plainVariant(1, PLAIN_PREFILL.rowsQ, PLAIN_PREFILL.bk, PLAIN_PREFILL.wg, hip, false);
       return { name: plainVariantName(v), code: () => plainWgsl(v) };
@@ -537,26 +638,72 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
     return { name: mmaVariantName(v), code: () => mmaWgsl(v) };
   }
 
-  function decodeVariants(problem: GpuAttentionProblem, hip: boolean) {
+  /** Whether every K/V offset and stride is a multiple of 8 elements (16-byte f16 loads). */
+  function kvAligned16(problem: GpuAttentionProblem): boolean {
+    if (dtype !== 'f16') return true;
+    return [problem.k, problem.v].every((t) => [t.offset ?? 0, t.strideBatch, t.strideHead, t.strideToken].every((x) => x % 8 === 0));
+  }
+
+  function decodeVariants(problem: GpuAttentionProblem, hip: boolean): DecodeChoice {
     const G = problem.shape.heads / problem.shape.kvHeads;
+    if (decodePath === 'subgroup' && G <= 8) {
+      const o = options.decodeKernel ?? {};
+      const ld16 = dtype === 'f16' && (o.ld16 ?? true) && kvAligned16(problem);
+      const ch = dtype === 'f16' && ld16 ? 8 : 4;
+      let lanes = o.lanes ?? 1;
+      if (o.lanes === undefined) {
+        while (lanes * 2 <= Math.min(sgMin, DECODE_DEFAULTS.lanes) && D % (lanes * 2 * ch) === 0) lanes *= 2;
+      }
+      let wg = o.wg ?? DECODE_DEFAULTS.wg;
+      const mergeOf = (w: number) => Math.max(lanes, Math.min(o.merge ?? Math.min(sgMin, 32), w));
+      const v: DecodeVariant = { dtype, headDim: D, rowsH: G, lanes, keys: o.keys ?? (G > 4 ? DECODE_DEFAULTS.keysLargeGroup : DECODE_DEFAULTS.keys), wg, hip, ld16, merge: mergeOf(wg), unroll };
+      while (decodeWorkgroupBytes({ ...v, wg, merge: mergeOf(wg) }) > wgMem && wg > lanes && wg > 32) wg /= 2;
+      v.wg = wg;
+      v.merge = mergeOf(wg);
+      const why = decodeUnsupported(v) ?? (v.merge > sgMin ? `${v.merge} lanes per merge block (lanes ${lanes}) exceed the subgroup size ${sgMin}` : null);
+      if (!why && decodeWorkgroupBytes(v) <= wgMem) {
+        const D4 = D / 4;
+        const rwg = Math.max(D4, Math.ceil(128 / D4) * D4);
+        return { kind: 'subgroup', split: v, reduce: { dtype, headDim: D, rowsQ: 1, rowsH: G, wg: Math.min(rwg, Math.max(D4, limits.maxComputeInvocationsPerWorkgroup)), unrollSplits: 4 } };
+      }
+      if (options.decode === 'subgroup') throw new HipAttnError('UNSUPPORTED', `subgroup decode kernel ${decodeVariantName(v)}: ${why ?? 'workgroup memory'}`);
+    }
     const wg = G >= 8 ? 128 : 64;
     // The largest key tile whose f32 K/V tiles fit the device's workgroup memory.
     let bk = DECODE_BK;
     while (bk > 4 && plainWorkgroupBytes({ dtype, headDim: D, rowsQ: 1, rowsH: G, bk, wg, hip, split: true, unroll }) > wgMem) bk /= 2;
     const v = plainVariant(G, 1, bk, wg, hip, true);
-    return { split: v, reduce: { dtype, headDim: D, rowsQ: 1, rowsH: G } };
+    return { kind: 'plain', split: v, reduce: { dtype, headDim: D, rowsQ: 1, rowsH: G } };
+  }
+
+  function decodeSpecs(c: DecodeChoice): { name: string; code: () => string }[] {
+    if (c.kind === 'plain') {
+      return [
+        { name: plainVariantName(c.split), code: () => plainWgsl(c.split) },
+        { name: reduceVariantName(c.reduce), code: () => reduceWgsl(c.reduce) },
+      ];
+    }
+    return [
+      { name: decodeVariantName(c.split), code: () => decodeWgsl(c.split) },
+      { name: reduce2VariantName(c.reduce), code: () => reduce2Wgsl(c.reduce) },
+    ];
   }
 
   function encodePrefillSync(target: PassTarget, problem: GpuAttentionProblem, keySet: GpuKeySet): void {
     checkProblem(problem);
     const ks = resolveKeySet(problem, keySet);
-    const p = readyPipeline(prefillSpec(ks.hip).name);
+    const spec = prefillSpec(problem, ks);
+    const p = readyPipeline(spec.name);
     const g = gridOf(problem, ks, 1, prefillRowsQ());
     const dispatches = plan(problem, ks, g);
     const pass = beginPass(target, `attention prefill ${keySet.kind}`);
     pass.setPipeline(p.pipeline);
     for (const d of dispatches) {
       const b = bind(problem, ks, g, d, { splits: 1, tilesPerSplit: 0x7fffffff });
+      if (spec.kvViews) {
+        const kv = b.entries.filter((e) => e.binding === 2 || e.binding === 3);
+        b.entries.push(...kv.map((e) => ({ binding: e.binding + 5, resource: e.resource })));
+      }
       pass.setBindGroup(0, bindGroup(p, takeSlot(b.params), b.entries));
       pass.dispatchWorkgroups(d.nt, d.ny, d.nb);
     }
@@ -576,30 +723,56 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
     return tS + tW + tB;
   }
 
+  /** Upper bound of the key-list slots of a decode query (subgroup kernel). */
+  function decodeSlots(problem: GpuAttentionProblem, ks: ResolvedKeySet, G: number): number {
+    const s = problem.shape;
+    const p = s.queryOffset + s.queryLength - 1;
+    const sinkEnd = Math.min(ks.sink, p + 1);
+    const nW = Math.min(p + 1, ks.window);
+    return sinkEnd + nW + (ks.hip ? G * ks.bpq * ks.bsk : 0);
+  }
+
   function encodeDecodeSync(target: PassTarget, problem: GpuAttentionProblem, keySet: GpuKeySet, opts: DecodeOptions = {}): void {
     checkProblem(problem);
     const s = problem.shape;
     const ks = resolveKeySet(problem, keySet);
     const G = s.heads / s.kvHeads;
-    const { split, reduce } = decodeVariants(problem, ks.hip);
-    const ps = readyPipeline(plainVariantName(split));
-    const pr = readyPipeline(reduceVariantName(reduce));
+    const choice = decodeVariants(problem, ks.hip);
+    const [specSplit, specReduce] = decodeSpecs(choice);
+    const ps = readyPipeline(specSplit!.name);
+    const pr = readyPipeline(specReduce!.name);
     const g = gridOf(problem, ks, G, 1);
-    const tiles = decodeTiles(problem, ks, G, split.bk);
     const rows = s.batch * s.heads * s.queryLength;
-    let splits = opts.splits ?? Math.ceil((options.decodeTargetWorkgroups ?? 1024) / Math.max(1, s.batch * s.kvHeads * g.nTiles));
-    splits = Math.max(1, Math.min(splits, tiles, 4096));
+    const perWg = Math.max(1, s.batch * s.kvHeads * g.nTiles);
+    let splits: number;
+    let unitsPerSplit: number; // key tiles (plain) or key slots (subgroup) per split
+    let units: number;
+    let quantum: number;
+    if (choice.kind === 'plain') {
+      units = decodeTiles(problem, ks, G, choice.split.bk);
+      quantum = 1;
+    } else {
+      units = decodeSlots(problem, ks, G);
+      quantum = (choice.split.wg / choice.split.lanes) * choice.split.keys; // slots of one workgroup step
+    }
+    splits = opts.splits ?? Math.ceil((options.decodeTargetWorkgroups ?? (choice.kind === 'plain' ? 1024 : DECODE_DEFAULTS.targetWorkgroups)) / perWg);
+    if (choice.kind === 'subgroup' && opts.splits === undefined) {
+      // At least two steps per workgroup.
+      splits = Math.min(splits, Math.max(1, Math.floor(units / (2 * quantum))));
+    }
+    splits = Math.max(1, Math.min(splits, Math.ceil(units / quantum), 4096));
     const partBytes = (n: number) => rows * n * (1 + D / 4) * 16;
     while (splits > 1 && partBytes(splits) > maxBinding) splits = Math.ceil(splits / 2);
     if (partBytes(splits) > maxBinding) {
       throw new HipAttnError('OUT_OF_MEMORY', `attention decode: split-K partials need ${formatBytes(partBytes(splits))} in one binding, over the limit of ${formatBytes(maxBinding)}; use the prefill path for this many queries`);
     }
+    const reduceX = choice.kind === 'plain' ? 1 : G;
     splits = Math.min(splits, Math.max(1, Math.floor(limits.maxComputeWorkgroupsPerDimension / Math.min(g.nTiles, 64))));
-    const tilesPerSplit = Math.ceil(tiles / splits);
-    splits = Math.ceil(tiles / tilesPerSplit);
+    unitsPerSplit = Math.ceil(units / splits / quantum) * quantum;
+    splits = Math.ceil(units / unitsPerSplit);
     const part = scratchBuffer(partBytes(splits));
-    const dispatches = plan(problem, ks, g, splits);
-    const bounds = dispatches.map((d) => ({ d, b: bind(problem, ks, g, d, { splits, tilesPerSplit, part }) }));
+    const dispatches = plan(problem, ks, g, Math.max(splits, reduceX));
+    const bounds = dispatches.map((d) => ({ d, b: bind(problem, ks, g, d, { splits, tilesPerSplit: unitsPerSplit, part }) }));
     const slotsUsed = bounds.map(({ b }) => takeSlot(b.params));
     // Split kernel and reduce in one pass (dispatches in a pass see each other's writes), so a
     // decode step costs one pass.
@@ -621,7 +794,7 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
           5: { binding: 5, resource: ro },
         }),
       );
-      pass.dispatchWorkgroups(d.nt, d.ny, d.nb);
+      pass.dispatchWorkgroups(d.nt * reduceX, d.ny, d.nb);
     });
     pass.end();
   }
@@ -632,14 +805,10 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
   async function prepare(problem: GpuAttentionProblem, keySet: GpuKeySet, mode?: 'prefill' | 'decode'): Promise<void> {
     const ks = resolveKeySet(problem, keySet);
     if ((mode ?? modeOf(problem)) === 'prefill') {
-      const spec = prefillSpec(ks.hip);
-      if (!ready.has(spec.name)) await pipeline(spec.name, spec.code());
+      const spec = prefillSpec(problem, ks);
+      if (!ready.has(spec.name)) await pipeline(spec.name, spec.code(), spec.kvViews);
     } else {
-      const { split, reduce } = decodeVariants(problem, ks.hip);
-      await Promise.all([
-        ready.has(plainVariantName(split)) ? null : pipeline(plainVariantName(split), plainWgsl(split)),
-        ready.has(reduceVariantName(reduce)) ? null : pipeline(reduceVariantName(reduce), reduceWgsl(reduce)),
-      ]);
+      await Promise.all(decodeSpecs(decodeVariants(problem, ks.hip)).map((sp) => (ready.has(sp.name) ? null : pipeline(sp.name, sp.code()))));
     }
   }
 
@@ -647,6 +816,12 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
     dtype,
     headDim: D,
     prefillPath,
+    decodePath,
+    describe(problem, keySet, mode) {
+      const ks = resolveKeySet(problem, keySet);
+      if ((mode ?? modeOf(problem)) === 'prefill') return prefillSpec(problem, ks).name;
+      return decodeSpecs(decodeVariants(problem, ks.hip)).map((x) => x.name).join(' + ');
+    },
     async encode(target, problem, keySet) {
       await prepare(problem, keySet);
       if (modeOf(problem) === 'decode') encodeDecodeSync(target, problem, keySet);

@@ -13,7 +13,7 @@ export interface AttentionBrowserArgs {
 
 export default async function run(gpu: GpuContext, args: AttentionBrowserArgs) {
   const dtype = gpu.features.shaderF16 ? 'f16' : 'f32';
-  const results: { name: string; dtype: string; prefillPath: string; maxRowRelError: number; maxAbsErrorRel: number; ms: number }[] = [];
+  const results: { name: string; dtype: string; prefillPath: string; decodePath: string; maxRowRelError: number; maxAbsErrorRel: number; ms: number }[] = [];
   for (const [i, c] of args.cases.entries()) {
     const kernels = await createAttentionKernels(gpu, {
       dtype,
@@ -22,7 +22,7 @@ export default async function run(gpu: GpuContext, args: AttentionBrowserArgs) {
     });
     try {
       const r = await runAttentionCase(gpu, kernels, { ...c, seed: args.seed + i });
-      results.push({ name: c.name, dtype, prefillPath: kernels.prefillPath, maxRowRelError: r.maxRowRelError, maxAbsErrorRel: r.maxAbsErrorRel, ms: r.ms });
+      results.push({ name: c.name, dtype, prefillPath: kernels.prefillPath, decodePath: kernels.decodePath, maxRowRelError: r.maxRowRelError, maxAbsErrorRel: r.maxAbsErrorRel, ms: r.ms });
     } finally {
       kernels.destroy();
     }
