@@ -12,7 +12,7 @@ export interface HipOptions {
   topK: number;
   /** b_q: consecutive queries that share one mask. Default 64. */
   blockSizeQ: number;
-  /** b_sq: only every b_sq-th query of a block is used when scoring. Default 2. */
+  /** b_sq: only every b_sq-th query of a block is used when scoring, counted back from its last query (always scored). Default 2. */
   blockStrideQ: number;
   /** b_k: keys per selected key block. Default 2. */
   blockSizeK: number;

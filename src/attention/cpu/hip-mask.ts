@@ -51,7 +51,9 @@ class BlockScorer {
     let r = 0;
     for (let h = h0; h < h0 + o.headGroupSize; h++) {
       const kvBase = kIndex(s, b, kvHeadOf(s, h), 0);
-      for (let i = qStart; i < qEnd; i += o.blockStrideQ) {
+      // every blockStrideQ-th query, counted back from the block's last query, which is always
+      // scored: it is the one that predicts the next token when the block ends the prompt
+      for (let i = qStart + ((qEnd - qStart - 1) % o.blockStrideQ); i < qEnd; i += o.blockStrideQ) {
         const qo = qIndex(s, b, h, i);
         for (let c = 0; c < d; c++) this.rows[r * d + c] = q[qo + c]! * scale;
         this.rowKv.push(kvBase);

@@ -625,6 +625,8 @@ fn main(${builtins.join(', ')}) {
   let h0 = g * G;
   let qStart = qb * params.bq;
   let qEnd = min(qStart + params.bq, params.queryLength);
+  // strided scoring queries are counted back from the block's last query (which is always scored)
+  let qFirst = qStart + (qEnd - qStart - 1u) % params.bsq;
   let p1 = params.queryOffset + qEnd; // last position + 1
   let rs = params.sink;
   var re = rs;
@@ -654,7 +656,7 @@ fn main(${builtins.join(', ')}) {
   let numChunks = G * chunksPerHead;
   let heads_per_kv = params.heads / params.kvHeads;
   if (numChunks == 1u) {
-    loadQueries(params.qOff + b * params.qsB + h0 * params.qsH + qStart * params.qsT, rowsPerHead, tid);${fragLoad}
+    loadQueries(params.qOff + b * params.qsB + h0 * params.qsH + qFirst * params.qsT, rowsPerHead, tid);${fragLoad}
   }
 ${nodeRegs}
   var round = 1u;
@@ -679,11 +681,11 @@ ${writeCands}    for (var s = ${2 * N}u + tid; s < P; s += WG) { cKey[s] = 0u; c
       let h = h0 + hh;
       if (numChunks > 1u) {
         workgroupBarrier();
-        loadQueries(params.qOff + b * params.qsB + h * params.qsH + (qStart + rowStart * params.bsq) * params.qsT, rc, tid);
+        loadQueries(params.qOff + b * params.qsB + h * params.qsH + (qFirst + rowStart * params.bsq) * params.qsT, rc, tid);
         workgroupBarrier();${lean ? `\n${lean.fragLoad}        workgroupBarrier();` : ''}
       }
       let kBase = params.kOff + b * params.ksB + (h / heads_per_kv) * params.ksH;
-      let posBase = params.queryOffset + qStart + rowStart * params.bsq;
+      let posBase = params.queryOffset + qFirst + rowStart * params.bsq;
       ${scoreCall}
     }
     workgroupBarrier();
