@@ -497,7 +497,9 @@ ${epi}}
  * whether full tiles load K/V directly from the buffers.
  */
 export const MMA2_DEFAULTS = {
-  warps: 4,
+  // 8 warps × 16-key tiles measured fastest for dense prefill on the H200 (84 ms vs 131 ms for
+  // 4 warps at T=32k) and within 6 % of the best for HiP (bench/results/h200/attention-sweep-run2.txt)
+  warps: 8,
   bk: 16,
   rows: 1,
   qSmem: false,

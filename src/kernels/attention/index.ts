@@ -757,8 +757,9 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
     }
     splits = opts.splits ?? Math.ceil((options.decodeTargetWorkgroups ?? (choice.kind === 'plain' ? 1024 : DECODE_DEFAULTS.targetWorkgroups)) / perWg);
     if (choice.kind === 'subgroup' && opts.splits === undefined) {
-      // At least two steps per workgroup.
-      splits = Math.min(splits, Math.max(1, Math.floor(units / (2 * quantum))));
+      // At least two steps per workgroup — except for HiP's short key lists, where 16 splits
+      // measured 3.4x faster than that rule on the H200 (bench/results/h200/attention-sweep-run2.txt)
+      splits = Math.min(splits, Math.max(ks.hip ? 16 : 1, Math.floor(units / (2 * quantum))));
     }
     splits = Math.max(1, Math.min(splits, Math.ceil(units / quantum), 4096));
     const partBytes = (n: number) => rows * n * (1 + D / 4) * 16;

@@ -163,12 +163,15 @@ export function chooseVariant(gpu: GpuContext, req: VariantRequest): HipMaskVari
   }
 
   const lean = (req.matrixKernel ?? 'lean') === 'lean';
+  // 16×8×16 tiles (16 subgroups in the same workgroup memory) measured fastest on the H200
+  // (bench/results/h200/hip-mask-lean.txt: 160 ms vs 202 ms for 16×16×16 at T=128k)
+  const matrixN = req.matrixN ?? (path === 'matrix' && lean && pickMatrixConfig(gpu, req.dtype, 8) ? 8 : undefined);
   const tile =
     path === 'matrix'
-      ? lean && req.matrixN
-        ? pickMatrixConfig(gpu, req.dtype, req.matrixN)!
+      ? lean && matrixN
+        ? pickMatrixConfig(gpu, req.dtype, matrixN)!
         : cfg!
-      : { M: 16, N: lean && req.matrixN === 8 ? 8 : 16, K: 16 };
+      : { M: 16, N: lean && matrixN === 8 ? 8 : 16, K: 16 };
   const sgSize = path === 'matrix' ? gpu.adapterInfo.subgroupMaxSize : 32;
   const rowsCap = Math.ceil(rowsMax / tile.M) * tile.M;
   const maxSub = Math.max(1, Math.floor(maxInv / sgSize));
