@@ -344,11 +344,11 @@ function paramsFor(
     keysPerBlock: Math.ceil(o.blockSizeK / o.blockStrideK),
     headDim: s.headDim,
     qOff: ((q.offset ?? 0) - dp.q.firstElement) >>> 0,
-    qsB: q.strideBatch,
+    qsB: s.batch === 1 ? 0 : q.strideBatch, // unused for one batch (and may exceed u32 at 1M tokens)
     qsH: q.strideHead,
     qsT: q.strideToken,
     kOff: ((k.offset ?? 0) - dp.k.firstElement) >>> 0,
-    ksB: k.strideBatch,
+    ksB: s.batch === 1 ? 0 : k.strideBatch,
     ksH: k.strideHead,
     ksT: k.strideToken,
     outOff: -dp.out.firstElement >>> 0,
