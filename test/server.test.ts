@@ -555,6 +555,29 @@ describe('createServer (in-process, stories260K)', () => {
       await server.close();
     }
   });
+
+  it('offers a local model to a browser app at /model/ (modelFiles): only its model files, byte for byte', async () => {
+    const { server, url } = await start({ modelFiles: TESTBED, apiKey: 'k' });
+    try {
+      const list = (await (await fetch(`${url}/model/files.json`)).json()) as { name: string; files: string[] };
+      expect(list).toEqual({ name: 'hip-testbed-mini', files: ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'] });
+      const weights = await fetch(`${url}/model/model.safetensors`);
+      expect(weights.status).toBe(200);
+      expect(Buffer.from(await weights.arrayBuffer()).equals(await readFile(join(TESTBED, 'model.safetensors')))).toBe(true);
+      expect(await (await fetch(`${url}/model/config.json`)).json()).toEqual(JSON.parse(await readFile(join(TESTBED, 'config.json'), 'utf8')));
+      for (const bad of ['README.md', 'golden.json', '..%2Fpackage.json', '%2E%2E%2Fconfig.json']) expect((await fetch(`${url}/model/${bad}`)).status, bad).toBe(404);
+    } finally {
+      await server.close();
+    }
+    const gguf = await start({ modelFiles: STORIES });
+    try {
+      expect(await (await fetch(`${gguf.url}/model/files.json`)).json()).toEqual({ name: 'stories260K', files: ['stories260K.gguf'] });
+      expect((await fetch(`${gguf.url}/model/stories260K.gguf`)).headers.get('content-length')).toBe(String((await readFile(STORIES)).length));
+    } finally {
+      await gguf.server.close();
+    }
+    await expect(start({ modelFiles: join(TESTBED, 'README.md') })).rejects.toThrow(/neither a model directory nor a \.gguf file/);
+  });
 });
 
 describe('hipattn serve shutdown (spawned)', () => {

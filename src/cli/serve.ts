@@ -2,8 +2,8 @@
  * `hipattn serve`: an OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions,
  * /v1/models, /health) in front of one model; graceful shutdown on SIGTERM / SIGINT.
  */
-import { existsSync } from 'node:fs';
-import { basename } from 'node:path';
+import { existsSync, statSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import type { Command } from 'commander';
 import type { AttentionMethod } from '../attention/method.js';
 import { HipAttnError } from '../errors.js';
@@ -12,7 +12,7 @@ import type { HipModel } from '../runtime/model.js';
 import { createServer, type RequestLog } from '../server/index.js';
 import { addAttentionOptions, attentionConfigFrom, floatArg, intArg } from './attention-options.js';
 import { addModelOptions, hubOptionsFrom } from './generate.js';
-import { defaultModelPath } from './paths.js';
+import { defaultModelPath, packageRoot } from './paths.js';
 import { progressBar } from './progress.js';
 
 /** The id clients use: a local model's folder or file name (without .gguf), or the Hub id as given. */
@@ -28,6 +28,21 @@ function formatLog(r: RequestLog): string {
   return `hipattn serve: ${parts.join(' | ')}`;
 }
 
+/** The built browser app (npm run build:web), or undefined when it is not built. */
+export function webAppDir(): string | undefined {
+  const dir = join(packageRoot(), 'web', 'dist');
+  return existsSync(join(dir, 'index.html')) ? dir : undefined;
+}
+
+/** `--ui`: the app at /, and the model's files at /model/ when it is a local folder or .gguf file. */
+function uiOptions(source: string, staticDir: string | undefined): { staticDir: string; modelFiles?: string } {
+  if (staticDir !== undefined) throw new HipAttnError('INVALID_OPTION', '--ui and --static-dir both serve files at /: choose one');
+  const dir = webAppDir();
+  if (!dir) throw new HipAttnError('INVALID_OPTION', `--ui: the browser app is not built (no ${join(packageRoot(), 'web', 'dist', 'index.html')}); run 'npm run build:web' in the hipattn package`);
+  const local = existsSync(source) && (statSync(source).isDirectory() ? existsSync(join(source, 'config.json')) : /\.gguf$/i.test(source));
+  return local ? { staticDir: dir, modelFiles: source } : { staticDir: dir };
+}
+
 export function registerServe(program: Command): void {
   const cmd = program
     .command('serve')
@@ -40,6 +55,7 @@ export function registerServe(program: Command): void {
     .option('--max-queue <n>', 'requests waiting for a free model; more get 429', intArg('--max-queue'), 64)
     .option('--shutdown-grace <seconds>', 'on SIGTERM/SIGINT, let running generations finish this long before aborting them', floatArg('--shutdown-grace'), 30)
     .option('--static-dir <dir>', 'also serve this folder as static files at / (e.g. a browser app build)')
+    .option('--ui', "also serve the browser app (web/dist, built by 'npm run build:web') at /, and a local model's files at /model/ for it")
     .option('--quiet', 'do not log requests to stderr');
   addModelOptions(cmd);
   addAttentionOptions(cmd, 'single');
@@ -55,6 +71,7 @@ export function registerServe(program: Command): void {
       throw new HipAttnError('INVALID_OPTION', `--static-dir ${opts.staticDir as string} does not exist`);
     }
     const source = (opts.model as string | undefined) ?? defaultModelPath();
+    const ui = opts.ui === true ? uiOptions(source, opts.staticDir as string | undefined) : undefined;
 
     const models: HipModel[] = [];
     const bar = progressBar('loading');
@@ -87,6 +104,7 @@ export function registerServe(program: Command): void {
       maxQueue: opts.maxQueue as number,
       shutdownGraceMs: grace * 1000,
       ...(opts.staticDir !== undefined ? { staticDir: opts.staticDir as string } : {}),
+      ...(ui ?? {}),
       ...(quiet ? {} : { onRequestDone: (r: RequestLog) => console.error(formatLog(r)) }),
     });
     let url: string;
@@ -105,6 +123,11 @@ export function registerServe(program: Command): void {
       `hipattn serve: model ${server.modelId} (${m.backend.description}; attention ${m.attention.method}; context ${m.contextLength} tokens; ` +
         `${concurrency} slot${concurrency > 1 ? 's' : ''}, queue ${opts.maxQueue as number})${apiKey !== undefined ? '; API key required' : ''}`,
     );
+    if (ui) {
+      console.error(
+        `hipattn serve: browser app at ${url}/${ui.modelFiles !== undefined ? ` (the model's files at ${url}/model/)` : ' (the model is not a local folder or .gguf file: load one in the app)'}`,
+      );
+    }
     // One line on stdout with the address (tests and scripts read it, e.g. with --port 0).
     console.log(`listening on ${url}`);
 

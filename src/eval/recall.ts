@@ -15,10 +15,10 @@
  * where the runtime would (after `denseLayers`), to see how errors compound.
  */
 import { denseAttention } from '../attention/cpu/dense.js';
-import { estimateHipMask, exactTopKMask } from '../attention/cpu/hip-mask.js';
+import { candidateRange, estimateHipMask, exactTopKMask } from '../attention/cpu/hip-mask.js';
 import { hipSparseAttention } from '../attention/cpu/hip.js';
-import { hipKeys, streamingKeys } from '../attention/keys.js';
-import { type HipMask, maskSlot } from '../attention/mask.js';
+import { hipKeys, KeyKind, streamingKeys } from '../attention/keys.js';
+import { type HipMask, maskSlot, selectedBlocks } from '../attention/mask.js';
 import { type HipOptions, resolveHipOptions, resolveStreamingOptions, type StreamingOptions } from '../attention/options.js';
 import type { AttentionInput } from '../attention/shape.js';
 import { HipAttnError } from '../errors.js';
@@ -61,8 +61,8 @@ export interface RecallOptions {
   onProgress?: (fraction: number, label: string) => void;
 }
 
-/** Softmax probabilities of query `i` of head `h` over keys 0 … p (float64). */
-function attentionRow(input: AttentionInput<Float32Array>, h: number, i: number): Float64Array {
+/** Softmax probabilities (dense attention) of query `i` of head `h` over keys 0 … p (float64). */
+export function attentionRow(input: AttentionInput<Float32Array>, h: number, i: number): Float64Array {
   const { q, k, shape } = input;
   const d = shape.headDim;
   const T = shape.queryLength;
@@ -101,11 +101,30 @@ function fractionIn(keys: Int32Array, n: number, range: [number, number]): numbe
   return hit / Math.max(1, range[1] - range[0]);
 }
 
-/** Per-head recall and coverage of one layer's attention input (a whole prefill: queryOffset 0). */
-export function layerRecall(input: AttentionInput<Float32Array>, hip: HipOptions, streaming: StreamingOptions, needle?: [number, number]): Omit<RecallRow, 'layer' | 'runtime'>[] {
+/** HiP's mask and the exact top-k mask (same block score, brute force) of one layer's attention input. */
+export interface LayerMasks {
+  hip: HipMask;
+  exact: HipMask;
+}
+
+/** Estimates both masks of `input` (HiP's tree search and the exact top-k), as layerRecall compares them. */
+export function layerMasks(input: AttentionInput<Float32Array>, hip: HipOptions): LayerMasks {
+  return { hip: estimateHipMask(input, hip, { checkFinite: false }), exact: exactTopKMask(input, hip, { checkFinite: false }) };
+}
+
+/**
+ * Per-head recall and coverage of one layer's attention input (a whole prefill: queryOffset 0).
+ * `masks` (from layerMasks with the same options) saves estimating them again.
+ */
+export function layerRecall(
+  input: AttentionInput<Float32Array>,
+  hip: HipOptions,
+  streaming: StreamingOptions,
+  needle?: [number, number],
+  masks: LayerMasks = layerMasks(input, hip),
+): Omit<RecallRow, 'layer' | 'runtime'>[] {
   const T = input.shape.queryLength;
-  const mask = estimateHipMask(input, hip, { checkFinite: false });
-  const exact = exactTopKMask(input, hip, { checkFinite: false });
+  const { hip: mask, exact } = masks;
   const n = mask.blocksPerQuery;
   const keys = new Int32Array(input.shape.keyLength);
   const offset = input.shape.queryOffset ?? input.shape.keyLength - T;
@@ -164,28 +183,141 @@ export function layerRecall(input: AttentionInput<Float32Array>, hip: HipOptions
 }
 
 /**
- * Runs `ids` (one prefill) through the model on the CPU and measures every layer and head.
- * `opened` is an opened model (src/model/load.ts); its store is not closed here.
+ * Runs `ids` (one prefill) through the model on the CPU (float32 weights) and calls `onLayer`
+ * with every layer's attention input: the model's real queries `q` [1, heads, T, headDim] (a
+ * fresh array per layer) and keys/values (the layer's KV cache, [kvHeads, T, headDim], complete
+ * when the call comes: the prompt is one chunk). Activations are dense, or HiP after denseLayers
+ * with `propagate: 'hip'`. `opened`'s store is not closed here.
  */
-export async function maskRecallProfile(opened: OpenedModel, ids: readonly number[], options: RecallOptions = {}): Promise<RecallRow[]> {
+export async function runWithLayerHook(
+  opened: OpenedModel,
+  ids: readonly number[],
+  onLayer: (layer: number, input: AttentionInput<Float32Array>) => void,
+  options: Pick<RecallOptions, 'hip' | 'propagate' | 'onProgress'> = {},
+): Promise<void> {
   const hip = resolveHipOptions(options.hip);
-  const streaming = resolveStreamingOptions(options.streaming);
   if (ids.length < 2) throw new HipAttnError('INVALID_OPTION', 'the prompt needs at least 2 tokens');
   const weights = await loadLlamaWeightsF32(opened.config, opened.store);
-  const rows: RecallRow[] = [];
   const L = opened.config.numLayers;
   const propagateHip = options.propagate === 'hip';
   const lm = new LlamaCpu(opened.config, weights, {
     capacity: ids.length,
     attention: (layer, input) => {
       options.onProgress?.(layer / L, `layer ${layer + 1}/${L}`);
-      const runtime = layer < hip.denseLayers ? 'dense' : 'hip';
-      for (const r of layerRecall(input, hip, streaming, options.needle)) rows.push({ layer, runtime, ...r });
-      if (propagateHip && runtime === 'hip') return hipSparseAttention(input, estimateHipMask(input, hip, { checkFinite: false }), { checkFinite: false });
+      onLayer(layer, input);
+      if (propagateHip && layer >= hip.denseLayers) return hipSparseAttention(input, estimateHipMask(input, hip, { checkFinite: false }), { checkFinite: false });
       return denseAttention(input, { checkFinite: false });
     },
   });
   lm.forward(ids, { chunkSize: ids.length, logits: 'none' });
   options.onProgress?.(1, 'done');
+}
+
+/**
+ * Runs `ids` (one prefill) through the model on the CPU and measures every layer and head.
+ * `opened` is an opened model (src/model/load.ts); its store is not closed here.
+ */
+export async function maskRecallProfile(opened: OpenedModel, ids: readonly number[], options: RecallOptions = {}): Promise<RecallRow[]> {
+  const hip = resolveHipOptions(options.hip);
+  const streaming = resolveStreamingOptions(options.streaming);
+  const rows: RecallRow[] = [];
+  await runWithLayerHook(
+    opened,
+    ids,
+    (layer, input) => {
+      const runtime = layer < hip.denseLayers ? 'dense' : 'hip';
+      for (const r of layerRecall(input, hip, streaming, options.needle)) rows.push({ layer, runtime, ...r });
+    },
+    { hip, ...(options.propagate ? { propagate: options.propagate } : {}), ...(options.onProgress ? { onProgress: options.onProgress } : {}) },
+  );
   return rows;
+}
+
+/** Which keys one query reads under HiP, under the exact top-k mask and under StreamingLLM, and what that costs and covers. */
+export interface QueryCoverage {
+  /** Key position of the query, and its HiP query block. */
+  position: number;
+  queryBlock: number;
+  /** Dense softmax attention of the query over keys 0 … position. */
+  probs: Float64Array;
+  /** Per key 0 … position: KeyKind (1 sink, 2 selected, 3 window) or 0 when not read. */
+  hipKinds: Uint8Array;
+  exactKinds: Uint8Array;
+  streamingKinds: Uint8Array;
+  /** Selected key-block starts of the query's block, HiP and exact top-k. */
+  hipBlocks: number[];
+  exactBlocks: number[];
+  /** Candidate key blocks of the block (HiP chooses only when there are more than blocksPerQuery). */
+  candidateBlocks: number;
+  blocksPerQuery: number;
+  /** Fraction of the exact top-k blocks that HiP selected (1 when there is nothing to choose). */
+  recall: number;
+  /** Fraction of the dense attention mass on the keys each method reads (dense: 1). */
+  massHip: number;
+  massExact: number;
+  massStreaming: number;
+  /** Keys each method reads. */
+  keysHip: number;
+  keysExact: number;
+  keysStreaming: number;
+}
+
+/**
+ * One query under the microscope (query `i` of head `h` of a prefill's attention input, with
+ * its layer's masks from layerMasks): the keys HiP, the exact top-k mask and StreamingLLM read,
+ * the recall of HiP's blocks, and the dense attention mass each method covers — the per-query
+ * view of layerRecall's averages.
+ */
+export function queryCoverage(input: AttentionInput<Float32Array>, masks: LayerMasks, hip: HipOptions, streaming: StreamingOptions, h: number, i: number): QueryCoverage {
+  const T = input.shape.queryLength;
+  if (!Number.isInteger(h) || h < 0 || h >= input.shape.heads) throw new HipAttnError('INVALID_OPTION', `head ${h} is outside [0, ${input.shape.heads})`);
+  if (!Number.isInteger(i) || i < 0 || i >= T) throw new HipAttnError('INVALID_OPTION', `query ${i} is outside [0, ${T})`);
+  const offset = input.shape.queryOffset ?? input.shape.keyLength - T;
+  const p = offset + i;
+  const qb = Math.floor(i / hip.blockSizeQ);
+  const n = masks.hip.blocksPerQuery;
+  const probs = attentionRow(input, h, i);
+  const keys = new Int32Array(p + 1);
+  const kinds = new Uint8Array(p + 1);
+  const mark = (count: number, withKinds: boolean): { kinds: Uint8Array; mass: number; count: number } => {
+    const out = new Uint8Array(p + 1);
+    let mass = 0;
+    for (let j = 0; j < count; j++) {
+      out[keys[j]!] = withKinds ? kinds[j]! : 0;
+      mass += probs[keys[j]!]!;
+    }
+    return { kinds: out, mass, count };
+  };
+  const readMask = (m: HipMask) => mark(hipKeys(p, hip.sinkTokens, hip.slidingWindow, hip.blockSizeK, m.blockStarts, maskSlot(m, 0, h, qb), n, keys, kinds), true);
+  const hipRead = readMask(masks.hip);
+  const exactRead = readMask(masks.exact);
+  const sn = streamingKeys(p, streaming.sinkTokens, streaming.slidingWindow, keys);
+  const sinkEnd = Math.min(streaming.sinkTokens, p + 1);
+  for (let j = 0; j < sn; j++) kinds[j] = keys[j]! < sinkEnd ? KeyKind.Sink : KeyKind.Window;
+  const streamingRead = mark(sn, true);
+  const hipBlocks = selectedBlocks(masks.hip, 0, h, qb);
+  const exactBlocks = selectedBlocks(masks.exact, 0, h, qb);
+  const mine = new Set(hipBlocks);
+  const hit = exactBlocks.filter((b) => mine.has(b)).length;
+  const lastQuery = Math.min(T, (qb + 1) * hip.blockSizeQ) - 1;
+  const range = candidateRange(offset + lastQuery, hip);
+  return {
+    position: p,
+    queryBlock: qb,
+    probs,
+    hipKinds: hipRead.kinds,
+    exactKinds: exactRead.kinds,
+    streamingKinds: streamingRead.kinds,
+    hipBlocks,
+    exactBlocks,
+    candidateBlocks: Math.ceil((range.end - range.start) / hip.blockSizeK),
+    blocksPerQuery: n,
+    recall: exactBlocks.length > 0 ? hit / exactBlocks.length : 1,
+    massHip: hipRead.mass,
+    massExact: exactRead.mass,
+    massStreaming: streamingRead.mass,
+    keysHip: hipRead.count,
+    keysExact: exactRead.count,
+    keysStreaming: streamingRead.count,
+  };
 }

@@ -13,7 +13,9 @@
  * at once and frees its slot. The server never owns the models: dispose them after close().
  */
 import { randomUUID, createHash, timingSafeEqual } from 'node:crypto';
-import { resolve as resolvePath } from 'node:path';
+import { createReadStream, readdirSync, statSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve as resolvePath } from 'node:path';
 import { setImmediate as nextMacrotask } from 'node:timers/promises';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { HipAttnError } from '../errors.js';
@@ -51,6 +53,13 @@ export interface ServerOptions {
    * API routes take precedence over files of the same path.
    */
   staticDir?: string;
+  /**
+   * A local model offered to a browser app (e.g. the one `staticDir` serves), read-only: a Hugging
+   * Face model directory (only its model files: config, generation config, tokenizer files, chat
+   * template, safetensors and their index) or one .gguf file. `GET /model/files.json` lists them
+   * (`{ name, files }`), `GET /model/FILE` sends one. Like static files, they need no API key.
+   */
+  modelFiles?: string;
   /** Called when a generation request ends (for logging). */
   onRequestDone?: (info: RequestLog) => void;
 }
@@ -120,6 +129,27 @@ function sha256(s: string): Buffer {
 function bearer(header: string | undefined): string | undefined {
   const m = header === undefined ? null : /^Bearer\s+(.+)$/i.exec(header.trim());
   return m ? m[1]!.trim() : undefined;
+}
+
+/** Files of a Hugging Face model directory that a browser needs to load it (no README, no other clutter). */
+const MODEL_FILE = /^(config\.json|generation_config\.json|tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|chat_template\.jinja|model\.safetensors\.index\.json|[^/\\]+\.safetensors)$/;
+
+/** What `modelFiles` offers: a model directory's model files, or one .gguf file. */
+export function offeredModelFiles(path: string): { name: string; dir: string; files: string[] } {
+  const abs = resolvePath(path);
+  let st;
+  try {
+    st = statSync(abs);
+  } catch (e) {
+    throw new HipAttnError('INVALID_OPTION', `modelFiles: ${path} does not exist`, { cause: e });
+  }
+  if (st.isFile()) {
+    if (!/\.gguf$/i.test(abs)) throw new HipAttnError('INVALID_OPTION', `modelFiles: ${path} is neither a model directory nor a .gguf file`);
+    return { name: basename(abs).replace(/\.gguf$/i, ''), dir: dirname(abs), files: [basename(abs)] };
+  }
+  const files = readdirSync(abs).filter((f) => MODEL_FILE.test(f)).sort();
+  if (!files.includes('config.json')) throw new HipAttnError('INVALID_OPTION', `modelFiles: ${path} has no config.json (not a Hugging Face model directory)`);
+  return { name: basename(abs), dir: abs, files };
 }
 
 /** Maps a model/runtime error to an API error. */
@@ -435,6 +465,22 @@ export function buildServer(models: ServedModel | readonly ServedModel[], option
   if (options.staticDir !== undefined) {
     const root = resolvePath(options.staticDir);
     void app.register(import('@fastify/static'), { root, prefix: '/', index: ['index.html'] });
+  }
+
+  if (options.modelFiles !== undefined) {
+    const offered = offeredModelFiles(options.modelFiles);
+    app.get('/model/files.json', async () => ({ name: offered.name, files: offered.files }));
+    app.get<{ Params: { file: string } }>('/model/:file', async (request, reply) => {
+      const file = request.params.file;
+      if (!offered.files.includes(file)) throw new ApiError(404, `no model file ${file} (see /model/files.json)`, 'invalid_request_error', null, 'not_found');
+      const path = join(offered.dir, file);
+      const { size } = await stat(path);
+      return reply
+        .type(file.endsWith('.json') ? 'application/json; charset=utf-8' : 'application/octet-stream')
+        .header('content-length', size)
+        .header('cache-control', 'no-cache')
+        .send(createReadStream(path));
+    });
   }
 
   async function close(): Promise<void> {
