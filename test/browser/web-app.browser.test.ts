@@ -216,4 +216,19 @@ describe('browser app (hipattn serve --ui, headless Chromium)', () => {
     expect(Number(await p.locator('#vis-figures').getAttribute('data-hip-selected'))).toBeGreaterThan(0);
     expect(logs.filter((l) => l.startsWith('[pageerror]'))).toEqual([]);
   });
+
+  it("loads a model folder's files dropped on the drop zone", async (ctx) => {
+    if (skipReason) ctx.skip();
+    const p = page!;
+    // A drop of the files (fetched from the server into the page, as a user's drag would carry them).
+    await p.evaluate(async () => {
+      const { files } = (await (await fetch('model/files.json')).json()) as { files: string[] };
+      const dt = new DataTransfer();
+      for (const f of files) dt.items.add(new File([await (await fetch(`model/${f}`)).blob()], f));
+      document.getElementById('drop-zone')!.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    });
+    await waitState('model', 'ready', 120_000);
+    expect(await p.locator('#load-status').innerText()).toMatch(/Ready: local model .*13\.\d MB of files/);
+    expect(await p.locator('#model-info').innerText()).toMatch(/6 layers · 4 heads \(1 KV\)/);
+  });
 });

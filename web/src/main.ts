@@ -367,7 +367,23 @@ function passkeyPrompt(tokens: number, depth = 0.3): string {
   return `${filler.slice(0, at)}${needle}${filler.slice(at)}${question}`;
 }
 
+/** Tells when the prompt or the options no longer match what the visualiser shows. */
+function markStale(): void {
+  if (!analysis) return;
+  let now = '';
+  try {
+    const { hip, streaming } = readOptions();
+    now = JSON.stringify([$<HTMLTextAreaElement>('prompt').value, hip, streaming]);
+  } catch {
+    now = '';
+  }
+  const stale = now !== analysedWith;
+  const el = $('vis-stale');
+  el.hidden = !stale;
+}
+
 function updatePromptInfo(): void {
+  markStale();
   const text = $<HTMLTextAreaElement>('prompt').value;
   const el = $('prompt-tokens');
   let hint = '';
@@ -451,6 +467,8 @@ function stat(label: string, value: string): HTMLElement {
 // Visualiser
 
 let analysis: AnalysisSummary | null = null;
+/** The prompt and options the current analysis was made with. */
+let analysedWith = '';
 const vis = { layer: 0, head: 0, query: 0, method: 'hip' as Method };
 let lastQuery: QueryAnswer | null = null;
 let lastMatrix: MatrixAnswer | null = null;
@@ -474,6 +492,8 @@ async function analyse(): Promise<void> {
     });
     progress(bar, 1);
     analysis = r.summary;
+    analysedWith = JSON.stringify([text, hip, streaming]);
+    markStale();
     const s = analysis;
     status(
       st,
@@ -777,7 +797,7 @@ function main(): void {
   });
   $<HTMLSelectElement>('preset').addEventListener('change', (e) => applyPreset((e.target as HTMLSelectElement).value));
   for (const r of document.querySelectorAll<HTMLInputElement>('input[name="method"]')) r.addEventListener('change', onOptionsChanged);
-  for (const input of optionInputs.values()) input.addEventListener('change', () => updatePromptInfo());
+  for (const input of [...optionInputs.values(), representative]) input.addEventListener('change', () => updatePromptInfo());
   $('generate').addEventListener('click', () => void generate());
   $('stop').addEventListener('click', () => abort?.abort());
   $('analyse').addEventListener('click', () => void analyse());
