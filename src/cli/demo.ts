@@ -14,7 +14,7 @@ import { Haystack, passkeyTask } from '../eval/prompts.js';
 import { loadModel } from '../runtime/load.js';
 import { addAttentionOptions, intArg, intListArg } from './attention-options.js';
 import { defaultHaystackPath, depthListArg, runRetrievalCommand } from './eval.js';
-import { addModelOptions, hubOptionsFrom } from './generate.js';
+import { addModelOptions, deviceOptionsFrom, hubOptionsFrom } from './generate.js';
 import { defaultModelPath } from './paths.js';
 
 export interface DemoPreset {
@@ -54,7 +54,7 @@ export function registerDemo(program: Command): void {
   cmd.action(async (opts: Record<string, unknown>) => {
     const modelPath = (opts.model as string | undefined) ?? defaultModelPath();
     // Which device does 'auto' give? (A small load; the weights of the embedded model take a moment.)
-    const probe = await loadModel(modelPath, { device: opts.device as 'auto' | 'cpu' | 'webgpu', attention: 'dense', contextLength: 16, hub: hubOptionsFrom(opts) });
+    const probe = await loadModel(modelPath, { ...deviceOptionsFrom(opts), attention: 'dense', contextLength: 16, hub: hubOptionsFrom(opts) });
     const device = probe.backend.device;
     const description = probe.backend.description;
     await probe.dispose();

@@ -16,7 +16,7 @@ import { type MethodTiming, type ModelLoader, runPerplexity, runRetrieval, type 
 import type { TextTokenizer } from '../model/tokenizer.js';
 import { loadModel } from '../runtime/load.js';
 import { addAttentionOptions, attentionConfigFrom, intArg, intListArg } from './attention-options.js';
-import { addModelOptions, hubOptionsFrom } from './generate.js';
+import { addModelOptions, deviceOptionsFrom, hubOptionsFrom } from './generate.js';
 import { defaultModelPath, packageRoot } from './paths.js';
 import { progressBar } from './progress.js';
 import { formatTable } from './table.js';
@@ -141,7 +141,7 @@ export class EvalSession<Row> {
       this.bar?.stop();
       const loading = this.showProgress ? progressBar(`loading (${method})`) : undefined;
       const model = await loadModel(this.modelPath, {
-        device: this.opts.device,
+        ...deviceOptionsFrom(this.opts),
         attention: attentionConfigFrom(this.opts, method),
         contextLength: ctx,
         hub: hubOptionsFrom(this.opts),

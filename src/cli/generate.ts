@@ -6,6 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { type Command, Option } from 'commander';
 import { HipAttnError } from '../errors.js';
 import type { AttentionMethod } from '../attention/method.js';
+import type { StorageType } from '../kernels/types.js';
 import type { HubOptions } from '../runtime/hub-id.js';
 import { loadModel } from '../runtime/load.js';
 import { addAttentionOptions, attentionConfigFrom, floatArg, intArg } from './attention-options.js';
@@ -19,11 +20,17 @@ export function addModelOptions(cmd: Command): Command {
       'a Hugging Face model directory, a GGUF file, or a Hub id org/name[@revision][/file.gguf] (downloaded into the Hugging Face cache; default: the embedded hip-testbed-mini)',
     )
     .addOption(new Option('--device <device>', 'where to run').choices(['auto', 'cpu', 'webgpu']).default('auto'))
+    .addOption(new Option('--dtype <type>', 'WebGPU storage of weights, activations and KV cache (default f16 where the adapter has shader-f16, else f32)').choices(['f16', 'f32']))
     .option('--context-length <tokens>', 'KV-cache capacity in tokens (default: the model\'s, at most 16384)', intArg('--context-length'))
     .option('--revision <rev>', 'Hub id: branch, tag or commit (default main; same as org/name@rev)')
     .option('--cache-dir <dir>', 'Hub id: the Hugging Face cache (default $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub)')
     .option('--offline', 'Hub id: use the cache only, never the network')
     .option('--hub-url <url>', 'Hub id: the Hub\'s address, e.g. a mirror (default https://huggingface.co)');
+}
+
+/** The `device` and `dtype` options of loadModel from the flags of addModelOptions. */
+export function deviceOptionsFrom(opts: Record<string, unknown>): { device: 'auto' | 'cpu' | 'webgpu'; dtype?: StorageType } {
+  return { device: opts.device as 'auto' | 'cpu' | 'webgpu', ...(opts.dtype !== undefined ? { dtype: opts.dtype as StorageType } : {}) };
 }
 
 /** The `hub` options of loadModel from the flags of addModelOptions (the token comes from $HF_TOKEN). */
@@ -55,7 +62,7 @@ export function registerGenerate(program: Command): void {
     const text = opts.promptFile !== undefined ? await readFile(opts.promptFile as string, 'utf8') : ((opts.prompt as string | undefined) ?? '');
     const bar = progressBar('loading');
     const model = await loadModel((opts.model as string | undefined) ?? defaultModelPath(), {
-      device: opts.device as 'auto' | 'cpu' | 'webgpu',
+      ...deviceOptionsFrom(opts),
       attention: attentionConfigFrom(opts, opts.attention as AttentionMethod),
       contextLength: opts.contextLength as number | undefined,
       hub: hubOptionsFrom(opts),

@@ -11,7 +11,7 @@ import { loadModel } from '../runtime/load.js';
 import type { HipModel } from '../runtime/model.js';
 import { createServer, type RequestLog } from '../server/index.js';
 import { addAttentionOptions, attentionConfigFrom, floatArg, intArg } from './attention-options.js';
-import { addModelOptions, hubOptionsFrom } from './generate.js';
+import { addModelOptions, deviceOptionsFrom, hubOptionsFrom } from './generate.js';
 import { defaultModelPath, packageRoot } from './paths.js';
 import { progressBar } from './progress.js';
 
@@ -79,7 +79,7 @@ export function registerServe(program: Command): void {
       for (let i = 0; i < concurrency; i++) {
         models.push(
           await loadModel(source, {
-            device: opts.device as 'auto' | 'cpu' | 'webgpu',
+            ...deviceOptionsFrom(opts),
             attention: attentionConfigFrom(opts, opts.attention as AttentionMethod),
             contextLength: opts.contextLength as number | undefined,
             hub: hubOptionsFrom(opts),

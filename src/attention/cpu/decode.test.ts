@@ -3,9 +3,10 @@ import { maxAbsDiff, naiveAttention, seededRng } from '../../../test/helpers.js'
 import { hipAttendedKeys, selectedBlocks } from '../mask.js';
 import { createHipDecodeState, hipDecodeAttention } from './decode.js';
 import { hipAttention } from './hip.js';
+import { createCpuLayerAttention } from './layers.js';
 
 describe('HiP decoding with a cached mask', () => {
-  it('equals HiP from scratch at refresh steps and reaches new tokens through the window in between', () => {
+  it('equals HiP from scratch (the query block ending at the new token) at refresh steps and reaches new tokens through the window in between', () => {
     const rng = seededRng('hip decode');
     const heads = 4;
     const kvHeads = 2;
@@ -24,6 +25,7 @@ describe('HiP decoding with a cached mask', () => {
           v[(kvh * capacity + t) * d + c] = rng.normal();
         }
     const state = createHipDecodeState();
+    const queries: Float32Array[] = []; // [heads, d] per step
     let refreshPosition = -1;
     let refreshes = 0;
     for (let step = 0; step < steps; step++) {
@@ -34,6 +36,7 @@ describe('HiP decoding with a cached mask', () => {
           v[(kvh * capacity + pos) * d + c] = rng.normal();
         }
       const q = rng.normalArray(heads * d);
+      queries.push(q);
       const shape = { batch: 1, heads, kvHeads, queryLength: 1, keyLength: pos + 1, headDim: d, keyCapacity: capacity };
       const { output, refreshed } = hipDecodeAttention({ q, k, v, shape }, state, opts);
       expect(refreshed).toBe(step % opts.refreshInterval === 0);
@@ -47,8 +50,18 @@ describe('HiP decoding with a cached mask', () => {
           kk.set(k.subarray(kvh * capacity * d, (kvh * capacity + pos + 1) * d), kvh * (pos + 1) * d);
           vv.set(v.subarray(kvh * capacity * d, (kvh * capacity + pos + 1) * d), kvh * (pos + 1) * d);
         }
-        const scratch = hipAttention({ q, k: kk, v: vv, shape: { ...shape, keyCapacity: pos + 1 } }, opts).output;
-        expect(maxAbsDiff(output, scratch)).toBeLessThanOrEqual(1e-6);
+        // the query block ending at pos: the last min(blockSizeQ, steps so far) queries
+        const m = Math.min(opts.blockSizeQ, queries.length);
+        const qb = new Float32Array(heads * m * d);
+        for (let h = 0; h < heads; h++)
+          for (let i = 0; i < m; i++) qb.set(queries[queries.length - m + i]!.subarray(h * d, (h + 1) * d), (h * m + i) * d);
+        const scratch = hipAttention({ q: qb, k: kk, v: vv, shape: { ...shape, queryLength: m, queryOffset: pos + 1 - m, keyCapacity: pos + 1 } }, opts).output;
+        const lastRow = new Float32Array(heads * d);
+        for (let h = 0; h < heads; h++) lastRow.set(scratch.subarray((h * m + m - 1) * d, (h * m + m) * d), h * d);
+        expect(maxAbsDiff(output, lastRow)).toBeLessThanOrEqual(1e-6);
+        // and that block's mask is the one cached
+        expect(state.mask!.queryLength).toBe(m);
+        expect(state.mask!.queryOffset).toBe(pos + 1 - m);
       } else {
         // between refreshes: sink ∪ blocks of the last refresh ∪ window at the *current* position
         const mask = state.mask!;
@@ -67,6 +80,32 @@ describe('HiP decoding with a cached mask', () => {
     }
     expect(state.refreshes).toBe(refreshes);
     expect(refreshes).toBe(Math.ceil(steps / opts.refreshInterval));
+  });
+
+  it("after a prefill chunk, the first refresh's query block holds the chunk's last queries and the new one", () => {
+    const rng = seededRng('hip decode after prefill');
+    const heads = 2;
+    const d = 8;
+    const prompt = 300;
+    const opts = { topK: 32, blockSizeQ: 16, blockSizeK: 4, sinkTokens: 4, slidingWindow: 16, refreshInterval: 4 };
+    const layers = createCpuLayerAttention({ method: 'hip', hip: { ...opts, denseLayers: 0 } }, 1);
+    const T = prompt + 1;
+    const k = rng.normalArray(heads * T * d);
+    const v = rng.normalArray(heads * T * d);
+    const qAll = rng.normalArray(heads * T * d); // [heads, T, d]
+    const rows = (from: number, to: number) => {
+      const out = new Float32Array(heads * (to - from) * d);
+      for (let h = 0; h < heads; h++) out.set(qAll.subarray((h * T + from) * d, (h * T + to) * d), h * (to - from) * d);
+      return out;
+    };
+    const shape = { batch: 1, heads, kvHeads: heads, headDim: d, keyCapacity: T };
+    layers.attend(0, { q: rows(0, prompt), k, v, shape: { ...shape, queryLength: prompt, keyLength: prompt } });
+    const out = layers.attend(0, { q: rows(prompt, T), k, v, shape: { ...shape, queryLength: 1, keyLength: T } });
+    const m = opts.blockSizeQ;
+    const scratch = hipAttention({ q: rows(T - m, T), k, v, shape: { ...shape, queryLength: m, keyLength: T } }, opts).output;
+    const lastRow = new Float32Array(heads * d);
+    for (let h = 0; h < heads; h++) lastRow.set(scratch.subarray((h * m + m - 1) * d, (h * m + m) * d), h * d);
+    expect(maxAbsDiff(out, lastRow)).toBeLessThanOrEqual(1e-6);
   });
 
   it('rejects more than one query per step', () => {

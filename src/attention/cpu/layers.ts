@@ -2,12 +2,13 @@
  * Attention for a whole model on the CPU: one function the forward pass calls per layer, which
  * dispatches to dense / StreamingLLM / HiP by the layer's method, and keeps each HiP layer's
  * decoding state (cached mask, steps since refresh). A prefill chunk (more than one query)
- * runs full HiP and clears the decoding state, so the first decoded token refreshes the mask.
+ * runs full HiP, drops the cached mask (the first decoded token refreshes it) and keeps the
+ * chunk's last queries for that refresh's query block.
  * Chunk sizes that are multiples of blockSizeQ give the same masks as one whole prefill.
  */
 import { type AttentionConfig, type AttentionMethod, layerMethod, resolveAttentionConfig } from '../method.js';
 import type { AttentionInput } from '../shape.js';
-import { createHipDecodeState, type HipDecodeState, hipDecodeAttention } from './decode.js';
+import { createHipDecodeState, type HipDecodeState, hipDecodeAttention, rememberQueries } from './decode.js';
 import { denseAttention } from './dense.js';
 import { hipAttention } from './hip.js';
 import { streamingAttention } from './streaming.js';
@@ -39,7 +40,11 @@ export function createCpuLayerAttention(config: AttentionConfig | AttentionMetho
           return streamingAttention(input, c.streaming, run);
         default:
           if (input.shape.queryLength === 1) return hipDecodeAttention(input, states[layer]!, c.hip, run).output;
-          states[layer] = createHipDecodeState();
+          // a prefill chunk: the next decoded token refreshes the mask, over a query block
+          // that starts with this chunk's last queries
+          if (!states[layer]!.recent) states[layer] = createHipDecodeState();
+          states[layer]!.mask = null;
+          rememberQueries(states[layer]!, input, c.hip.blockSizeQ);
           return hipAttention(input, c.hip, run).output;
       }
     },

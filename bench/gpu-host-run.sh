@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The GPU-host runs behind BENCHMARKS.md's GPU sections. Run from the project root on a host
+# prepared as in DEVELOPERS.md (`bash ../shared/gpu-host/pack.sh` here, then the GPU host gets
+# .gpu/, dist/ and .evalsets/ — a copy of the held-out evaluation texts):
+#   bash bench/gpu-host-run.sh bench OUTDIR   # attention kernels (+ PyTorch SDPA peer), whole models
+#   bash bench/gpu-host-run.sh eval OUTDIR    # passkey and perplexity of hip-testbed-mini on WebGPU, npm start demo
+# Each stage writes at most 8 files into OUTDIR (the device tool brings 8 back).
+set -uo pipefail
+stage=${1:?stage: bench or eval}
+out=${2:?output folder}
+mkdir -p "$out"
+[ -f .gpu/enter.sh ] && source .gpu/enter.sh
+export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
+cli="node dist/src/cli/main.js"
+# Dawn prints every shader's (empty) compilation log; keep the tables readable.
+quiet() { grep -v -e '^Compilation log for' -e '^ *$' -e 'warning' -e '^ *\^' -e 'subgroupMatrix' ; }
+# Run a step with a wall-clock limit; its output goes to stdout and to the stage log.
+step() {
+  local limit=$1; shift
+  echo "=== $* (limit ${limit}s) $(date -u +%H:%M:%S)"
+  local t0=$SECONDS
+  timeout "$limit" "$@" 2>&1 | quiet
+  echo "=== exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s"
+}
+
+case $stage in
+  bench)
+    {
+      nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+      step 330 $cli bench attention --peer sdpa --seq-lens 4096,8192,16384,32768,65536,131072 \
+        --hip-seq-lens 262144,524288,1048576 --json "$out/attention.json" --markdown "$out/attention.md"
+      step 150 $cli bench model --model llama3-8b --contexts 8192,32768 --attention dense,hip \
+        --json "$out/model-llama3-8b.json" --markdown "$out/model-llama3-8b.md"
+      step 90 $cli bench model --model models/hip-testbed-mini --contexts 8192,32768,131072 --attention dense,hip,streaming \
+        --json "$out/model-mini.json" --markdown "$out/model-mini.md"
+    } 2>&1 | tee "$out/bench.log"
+    ;;
+  eval)
+    {
+      files=()
+      for f in .evalsets/*.txt .evalsets/*.raw; do files+=(--file "$f"); done
+      pk="$cli eval passkey --device webgpu --depths 0,0.25,0.5,0.75,1"
+      step 120 $pk --lengths 4096,8192 --trials 10 --seed 7 --json "$out/passkey.json" --chart "$out/passkey.svg"
+      step 100 $pk --lengths 8192 --trials 20 --seed 21 --attention dense,hip,streaming --json "$out/passkey-s21.json"
+      step 100 $pk --lengths 8192 --trials 20 --seed 21 --haystack .evalsets/grover_cleveland.txt --attention dense,hip,streaming --json "$out/passkey-s21-grover.json"
+      step 330 $cli eval ppl --device webgpu "${files[@]}" --context 1024,2048,4096,8192 --max-windows 4 \
+        --json "$out/ppl.json" --chart "$out/ppl.svg"
+      step 120 $cli demo --device webgpu --no-progress --json "$out/demo.json"
+    } 2>&1 | tee "$out/eval.log"
+    ;;
+  sweep)
+    # Why HiP misses passkeys at 8k (BENCHMARKS.md, evaluation): HiP only, one change at a time,
+    # on the embedded haystack (seed 7) and, out of sample, on a held-out text (seed 11).
+    {
+      pk="$cli eval passkey --device webgpu --attention hip --lengths 8192 --depths 0,0.25,0.5,0.75,1 --trials 10"
+      step 60 $pk --seed 7 --json "$out/sweep-default.json"
+      step 60 $pk --seed 7 --last-token-decode --json "$out/sweep-last-token-decode.json"
+      step 60 $pk --seed 7 --representative first --json "$out/sweep-representative-first.json"
+      step 60 $pk --seed 7 --hip-block-size-q 32 --json "$out/sweep-bq32.json"
+      step 60 $pk --seed 7 --hip-block-stride-q 1 --json "$out/sweep-bsq1.json"
+      step 60 $pk --seed 11 --haystack .evalsets/grover_cleveland.txt --json "$out/sweep-grover-default.json"
+      step 60 $pk --seed 11 --haystack .evalsets/grover_cleveland.txt --last-token-decode --json "$out/sweep-grover-last-token-decode.json"
+    } 2>&1 | tee "$out/sweep.log"
+    ;;
+  sweep2)
+    # More trials (20 per cell, fresh seed 21), both haystacks, dense as the reference on the same prompts.
+    {
+      pk="$cli eval passkey --device webgpu --lengths 8192 --depths 0,0.25,0.5,0.75,1 --trials 20 --seed 21"
+      g="--haystack .evalsets/grover_cleveland.txt"
+      step 80 $pk --attention dense,hip,streaming --json "$out/s2-embedded.json"
+      step 60 $pk --attention hip --dtype f32 --json "$out/s2-embedded-f32.json"
+      step 60 $pk --attention hip --hip-block-size-q 32 --json "$out/s2-embedded-bq32.json"
+      step 80 $pk $g --attention dense,hip --json "$out/s2-grover.json"
+      step 60 $pk $g --attention hip --dtype f32 --json "$out/s2-grover-f32.json"
+      step 60 $pk $g --attention hip --hip-block-size-q 32 --json "$out/s2-grover-bq32.json"
+      step 60 $pk $g --attention hip --hip-block-stride-q 1 --json "$out/s2-grover-bsq1.json"
+    } 2>&1 | tee "$out/sweep2.log"
+    ;;
+  *) echo "unknown stage $stage" >&2; exit 2 ;;
+esac
