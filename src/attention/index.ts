@@ -7,7 +7,7 @@ export { denseAttention, denseAttentionF64 } from './cpu/dense.js';
 export { streamingAttention } from './cpu/streaming.js';
 export { estimateHipMask, exactTopKMask, maskRecall, candidateRange } from './cpu/hip-mask.js';
 export { hipAttention, hipSparseAttention } from './cpu/hip.js';
-export { createHipDecodeState, hipDecodeAttention, needsRefresh, type HipDecodeState } from './cpu/decode.js';
+export { createHipDecodeState, hipDecodeAttention, needsRefresh, rememberQueries, type HipDecodeState, type RecentQueries } from './cpu/decode.js';
 export * from './method.js';
 export { createCpuLayerAttention, type LayerAttention } from './cpu/layers.js';
 export * from './synthetic.js';

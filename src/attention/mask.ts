@@ -58,6 +58,20 @@ export interface AttendedKeys {
  * Exactly the key positions that HiP attention reads for query `i` of the mask's queries
  * (or, for a mask reused while decoding, for a query at `position`), by category.
  */
+/**
+ * The mask as a decoding step at key position `position` reads it. A mask is reused for
+ * refreshInterval − 1 steps after the refresh that estimated it (at the last query position of
+ * its block); meanwhile the window reaches back to where the refresh's window started, so the
+ * keys that slid out of the window since are still read: every key up to `position` is a sink
+ * key, a candidate of the refresh's tree search, or in this window (at most
+ * slidingWindow + refreshInterval − 1 keys). Returns the mask itself at the refresh position.
+ */
+export function maskForDecodeStep<M extends Pick<HipMask, 'queryOffset' | 'queryLength' | 'options'>>(mask: M, position: number): M {
+  const refreshedAt = mask.queryOffset + mask.queryLength - 1;
+  const extra = position - refreshedAt;
+  return extra <= 0 ? mask : { ...mask, options: { ...mask.options, slidingWindow: mask.options.slidingWindow + extra } };
+}
+
 export function hipAttendedKeys(mask: HipMask, b: number, h: number, i: number, position?: number): AttendedKeys {
   if (b < 0 || b >= mask.batch || h < 0 || h >= mask.heads || i < 0 || i >= mask.queryLength) {
     throw new ShapeError(
@@ -65,7 +79,8 @@ export function hipAttendedKeys(mask: HipMask, b: number, h: number, i: number, 
     );
   }
   const p = position ?? mask.queryOffset + i;
-  const o = mask.options;
+  // a later position reads the mask as a decoding step does (window anchored at the refresh)
+  const o = position === undefined ? mask.options : maskForDecodeStep(mask, position).options;
   const qb = Math.floor(i / o.blockSizeQ);
   const out = new Int32Array(p + 1);
   const kinds = new Uint8Array(p + 1);

@@ -44,17 +44,7 @@ export function contiguousStrides(heads: number, tokens: number, headDim: number
  * `buffer` holds i32 [batch, heads, numQueryBlocks, blocksPerQuery] key-block start positions,
  * ascending per query block, unused slots −1 at the end.
  */
-export interface GpuHipMask {
-  buffer: GPUBuffer;
-  batch: number;
-  heads: number;
-  queryLength: number;
-  queryOffset: number;
-  keyLength: number;
-  numQueryBlocks: number;
-  blocksPerQuery: number;
-  options: import('../attention/options.js').HipOptions;
-}
+export type GpuHipMask = Omit<import('../attention/mask.js').HipMask, 'blockStarts' | 'qkProducts'> & { buffer: GPUBuffer };
 
 /** Which keys each query reads (the GPU counterpart of src/attention/keys.ts). */
 export type GpuKeySet =

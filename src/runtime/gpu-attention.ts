@@ -14,6 +14,7 @@
  */
 import { createStorageBuffer, type GpuContext } from '../gpu/index.js';
 import { type AttentionConfig, type AttentionMethod, layerMethod, resolveAttentionConfig } from '../attention/method.js';
+import { maskForDecodeStep } from '../attention/mask.js';
 import { resolveShape, type ResolvedShape } from '../attention/shape.js';
 import { HipAttnError } from '../errors.js';
 import { createAttentionKernels } from '../kernels/attention/index.js';
@@ -111,7 +112,8 @@ export async function createGpuLayerAttention(
           state.steps = 0;
         }
         state.steps++;
-        return kernels.encode(encoder, problem, { kind: 'hip', mask: state.mask });
+        // between refreshes the window reaches back to the refresh's window (maskForDecodeStep)
+        return kernels.encode(encoder, problem, { kind: 'hip', mask: maskForDecodeStep(state.mask, s.queryOffset) });
       }
       // prefill chunk: fresh masks; the next decoded token refreshes its layer's mask (its
       // query block starts with this chunk's last queries, remembered above)

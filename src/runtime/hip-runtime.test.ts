@@ -3,8 +3,10 @@
  * (the masks really choose: 32 of ~300 keys), a prefill in chunks and then decoding with cached
  * masks refreshed every few tokens over the query block ending at the new token. Both backends
  * run the same tokens (teacher forcing with the CPU's greedy choice); the logits of every step
- * agree (f32 storage on the GPU).
+ * agree (f32 storage on the GPU). And with topK covering the whole context, HiP's logits equal
+ * dense attention's (hip-testbed-mini, and hip-testbed-28m from ../shared when present).
  */
+import { existsSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { getTestGpu, testSeed } from '../../test/gpu-helpers.js';
 import { Rng } from '../util/rng.js';
@@ -52,6 +54,37 @@ describe('HiP prefill and decoding in the runtime: WebGPU = CPU', () => {
     } finally {
       await cpu.dispose();
       await web.dispose();
+    }
+  });
+});
+
+describe('HiP with topK ≥ context = dense, whole model', () => {
+  const cases: [string, string][] = [['hip-testbed-mini', 'models/hip-testbed-mini']];
+  if (existsSync('../shared/models/hip-testbed-28m/config.json')) cases.push(['hip-testbed-28m', '../shared/models/hip-testbed-28m']);
+  it.each(cases)('%s: 200-token prompt + 6 decoded tokens, CPU (and WebGPU f32)', async (_name, dir) => {
+    const rng = new Rng(testSeed(`hip = dense ${_name}`));
+    const covering = { method: 'hip' as const, hip: { topK: 256, blockSizeQ: 16, blockSizeK: 2, sinkTokens: 4, slidingWindow: 16, refreshInterval: 4, denseLayers: 0 } };
+    const devices = gpu ? [{ device: 'cpu' as const }, { gpu, dtype: 'f32' as const }] : [{ device: 'cpu' as const }];
+    for (const dev of devices) {
+      const dense = await loadModel(dir, { ...dev, attention: 'dense', contextLength: 256 });
+      const hip = await loadModel(dir, { ...dev, attention: covering, contextLength: 256 });
+      try {
+        const prompt = Array.from({ length: 200 }, () => 3 + rng.int(dense.config.vocabSize - 3));
+        let a = await dense.forward(prompt);
+        let b = await hip.forward(prompt);
+        let worst = maxAbsDiff(a, b);
+        for (let step = 0; step < 6; step++) {
+          const tok = argmax(a);
+          a = await dense.forward([tok]);
+          b = await hip.forward([tok]);
+          worst = Math.max(worst, maxAbsDiff(a, b));
+        }
+        console.log(`[hip = dense] ${_name} ${'gpu' in dev ? 'WebGPU f32' : 'CPU'}: max |logit diff| ${worst.toExponential(2)}`);
+        expect(worst).toBeLessThanOrEqual(1e-4);
+      } finally {
+        await dense.dispose();
+        await hip.dispose();
+      }
     }
   });
 });

@@ -1,7 +1,9 @@
 /**
  * HiP decoding (HIP.md, "Decoding"): one new query per step against the KV cache. The mask is
  * estimated at a refresh step and reused for the next refreshInterval − 1 steps; tokens
- * generated in between are reached through the sliding window (slidingWindow ≥ refreshInterval).
+ * generated in between are reached through the sliding window (slidingWindow ≥ refreshInterval),
+ * which then reaches back to where the refresh's window started, so that keys sliding out of
+ * the window since the refresh are not lost (maskForDecodeStep in ../mask.ts).
  *
  * A refresh estimates the mask of the *query block ending at the new token*: the last
  * blockSizeQ queries (the new one and those before it, prompt queries included, kept in the
@@ -11,7 +13,7 @@
  * less reliably (measured on passkey retrieval: BENCHMARKS.md, "Decoding masks").
  */
 import { ShapeError } from '../../errors.js';
-import type { HipMask } from '../mask.js';
+import { type HipMask, maskForDecodeStep } from '../mask.js';
 import { type HipOptions, resolveHipOptions } from '../options.js';
 import { type AttentionInput, resolveShape, validateInput, type RunOptions } from '../shape.js';
 import { estimateHipMask } from './hip-mask.js';
@@ -94,7 +96,8 @@ export function hipDecodeAttention(
     state.stepsSinceRefresh = 0;
     state.refreshes++;
   }
-  const output = hipSparseAttention(input, state.mask!, { checkFinite: false });
+  // between refreshes the window reaches back to the refresh's window (maskForDecodeStep)
+  const output = hipSparseAttention(input, maskForDecodeStep(state.mask!, s.queryOffset), { checkFinite: false });
   state.stepsSinceRefresh++;
   return { output, refreshed };
 }
