@@ -48,6 +48,15 @@ case $stage in
       step 120 $cli demo --device webgpu --no-progress --json "$out/demo.json"
     } 2>&1 | tee "$out/eval.log"
     ;;
+  passkey)
+    # The passkey part of `eval` alone (prefill-only perplexity does not change with decoding).
+    {
+      pk="$cli eval passkey --device webgpu --depths 0,0.25,0.5,0.75,1"
+      step 120 $pk --lengths 4096,8192 --trials 10 --seed 7 --json "$out/passkey.json" --chart "$out/passkey.svg"
+      step 100 $pk --lengths 8192 --trials 20 --seed 21 --attention dense,hip,streaming --json "$out/passkey-s21.json"
+      step 100 $pk --lengths 8192 --trials 20 --seed 21 --haystack .evalsets/grover_cleveland.txt --attention dense,hip,streaming --json "$out/passkey-s21-grover.json"
+    } 2>&1 | tee "$out/passkey.log"
+    ;;
   sweep)
     # Why HiP misses passkeys at 8k (BENCHMARKS.md, evaluation): HiP only, one change at a time,
     # on the embedded haystack (seed 7) and, out of sample, on a held-out text (seed 11).
