@@ -11,6 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { getTestGpu, testSeed } from '../../test/gpu-helpers.js';
 import { Rng } from '../util/rng.js';
 import { loadModel } from './load.js';
+import type { HipModel } from './model.js';
 
 const gpu = await getTestGpu();
 afterAll(() => gpu?.destroy());
@@ -30,6 +31,23 @@ function argmax(x: Float32Array): number {
   return best;
 }
 
+/**
+ * Prefills `prompt` on both models, then decodes `steps` tokens (the first model's greedy
+ * choice, fed to both); returns the largest |logit difference| over every step.
+ */
+async function teacherForcedDiff(a: HipModel, b: HipModel, prompt: number[], steps: number): Promise<number> {
+  let la = await a.forward(prompt);
+  let lb = await b.forward(prompt);
+  let worst = maxAbsDiff(la, lb);
+  for (let step = 0; step < steps; step++) {
+    const tok = argmax(la);
+    la = await a.forward([tok]);
+    lb = await b.forward([tok]);
+    worst = Math.max(worst, maxAbsDiff(la, lb));
+  }
+  return worst;
+}
+
 describe('HiP prefill and decoding in the runtime: WebGPU = CPU', () => {
   it.skipIf(!gpu)('hip-testbed-mini, selective HiP, 290-token prompt in chunks of 64, 14 decoded tokens', async () => {
     const seed = testSeed('hip runtime');
@@ -40,15 +58,7 @@ describe('HiP prefill and decoding in the runtime: WebGPU = CPU', () => {
     try {
       const vocab = cpu.config.vocabSize;
       const prompt = Array.from({ length: 290 }, () => 3 + rng.int(vocab - 3));
-      let a = await cpu.forward(prompt);
-      let b = await web.forward(prompt);
-      let worst = maxAbsDiff(a, b);
-      for (let step = 0; step < 14; step++) {
-        const tok = argmax(a);
-        a = await cpu.forward([tok]);
-        b = await web.forward([tok]);
-        worst = Math.max(worst, maxAbsDiff(a, b));
-      }
+      const worst = await teacherForcedDiff(cpu, web, prompt, 14);
       console.log(`[hip runtime] max |logit diff| WebGPU f32 vs CPU over prefill + 14 decode steps: ${worst.toExponential(2)}`);
       expect(worst).toBeLessThanOrEqual(2e-3);
     } finally {
@@ -70,15 +80,7 @@ describe('HiP with topK ≥ context = dense, whole model', () => {
       const hip = await loadModel(dir, { ...dev, attention: covering, contextLength: 256 });
       try {
         const prompt = Array.from({ length: 200 }, () => 3 + rng.int(dense.config.vocabSize - 3));
-        let a = await dense.forward(prompt);
-        let b = await hip.forward(prompt);
-        let worst = maxAbsDiff(a, b);
-        for (let step = 0; step < 6; step++) {
-          const tok = argmax(a);
-          a = await dense.forward([tok]);
-          b = await hip.forward([tok]);
-          worst = Math.max(worst, maxAbsDiff(a, b));
-        }
+        const worst = await teacherForcedDiff(dense, hip, prompt, 6);
         console.log(`[hip = dense] ${_name} ${'gpu' in dev ? 'WebGPU f32' : 'CPU'}: max |logit diff| ${worst.toExponential(2)}`);
         expect(worst).toBeLessThanOrEqual(1e-4);
       } finally {
