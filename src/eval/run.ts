@@ -158,6 +158,37 @@ function checkGrid(spec: RetrievalSpec): void {
 }
 
 /**
+ * Runs `body` with each method's model in turn (loaded with room for `needed` tokens, disposed
+ * after); an abort (Aborted) ends the run early. Resolves to whether it was interrupted.
+ */
+async function forEachMethod<Row>(
+  methods: readonly AttentionMethod[],
+  load: ModelLoader,
+  needed: number,
+  hooks: RunHooks<Row>,
+  timings: MethodTiming[],
+  body: (model: HipModel, method: AttentionMethod, timing: MethodTiming) => Promise<void>,
+): Promise<boolean> {
+  try {
+    for (const method of methods) {
+      const model = await load(method, needed);
+      hooks.onModel?.(model, method);
+      const timing: MethodTiming = { attention: method, seconds: 0, tokens: 0 };
+      timings.push(timing);
+      try {
+        await body(model, method, timing);
+      } finally {
+        await model.dispose();
+      }
+    }
+  } catch (e) {
+    if (!(e instanceof Aborted)) throw e;
+    return true;
+  }
+  return false;
+}
+
+/**
  * A retrieval task over lengths × depths × trials for each method. A task's prompts depend on
  * the tokenizer only, so they are built once with the first model and shared by every method.
  */
@@ -177,56 +208,42 @@ export async function runRetrieval(
   const timings: MethodTiming[] = [];
   let task: RetrievalTask | undefined;
   const prompts = new Map<string, RetrievalPrompt>();
-  let interrupted = false;
-  try {
-    for (const method of spec.methods) {
-      const model = await load(method, maxLength);
-      hooks.onModel?.(model, method);
-      const timing: MethodTiming = { attention: method, seconds: 0, tokens: 0 };
-      timings.push(timing);
-      try {
-        task ??= makeTask(model.tokenizer);
-        for (const length of spec.lengths) {
-          for (const depth of spec.depths) {
-            const outcomes: boolean[] = [];
-            for (let trial = 0; trial < spec.trials; trial++) {
-              const key = `${length}/${depth}/${trial}`;
-              let prompt = prompts.get(key);
-              if (!prompt) {
-                prompt = task.build(length, depth, trial);
-                prompts.set(key, prompt);
-              }
-              const label = `${method} ${length} @${Math.round(depth * 100)}% trial ${trial + 1}/${spec.trials}`;
-              const base = doneWork;
-              hooks.onProgress?.({ fraction: doneWork / totalWork, label });
-              const t0 = performance.now();
-              const gen = await greedyContinuation(model, prompt.ids, prompt.maxNewTokens, {
-                signal: hooks.signal,
-                lastTokenAsDecode: spec.lastTokenAsDecode,
-                onPrefill: (n) => hooks.onProgress?.({ fraction: (base + (n / prompt!.ids.length) * length) / totalWork, label }),
-              });
-              timing.seconds += (performance.now() - t0) / 1000;
-              timing.tokens += prompt.ids.length + gen.ids.length;
-              doneWork = base + length;
-              const correct = isCorrect(prompt, gen.text);
-              outcomes.push(correct);
-              const rec: TrialRecord = { length, depth, attention: method, trial, answer: prompt.answer, output: gen.text, correct };
-              outputs.push(rec);
-              hooks.onTrial?.(rec);
-            }
-            const row = retrievalRow(length, depth, method, outcomes);
-            rows.push(row);
-            await hooks.onCell?.(row, rows, timings);
+  const interrupted = await forEachMethod(spec.methods, load, maxLength, hooks, timings, async (model, method, timing) => {
+    task ??= makeTask(model.tokenizer);
+    for (const length of spec.lengths) {
+      for (const depth of spec.depths) {
+        const outcomes: boolean[] = [];
+        for (let trial = 0; trial < spec.trials; trial++) {
+          const key = `${length}/${depth}/${trial}`;
+          let prompt = prompts.get(key);
+          if (!prompt) {
+            prompt = task.build(length, depth, trial);
+            prompts.set(key, prompt);
           }
+          const label = `${method} ${length} @${Math.round(depth * 100)}% trial ${trial + 1}/${spec.trials}`;
+          const base = doneWork;
+          hooks.onProgress?.({ fraction: doneWork / totalWork, label });
+          const t0 = performance.now();
+          const gen = await greedyContinuation(model, prompt.ids, prompt.maxNewTokens, {
+            signal: hooks.signal,
+            lastTokenAsDecode: spec.lastTokenAsDecode,
+            onPrefill: (n) => hooks.onProgress?.({ fraction: (base + (n / prompt!.ids.length) * length) / totalWork, label }),
+          });
+          timing.seconds += (performance.now() - t0) / 1000;
+          timing.tokens += prompt.ids.length + gen.ids.length;
+          doneWork = base + length;
+          const correct = isCorrect(prompt, gen.text);
+          outcomes.push(correct);
+          const rec: TrialRecord = { length, depth, attention: method, trial, answer: prompt.answer, output: gen.text, correct };
+          outputs.push(rec);
+          hooks.onTrial?.(rec);
         }
-      } finally {
-        await model.dispose();
+        const row = retrievalRow(length, depth, method, outcomes);
+        rows.push(row);
+        await hooks.onCell?.(row, rows, timings);
       }
     }
-  } catch (e) {
-    if (!(e instanceof Aborted)) throw e;
-    interrupted = true;
-  }
+  });
   hooks.onProgress?.({ fraction: interrupted ? doneWork / totalWork : 1, label: interrupted ? 'interrupted' : 'done' });
   return { rows, timings, interrupted, outputs };
 }
@@ -261,62 +278,48 @@ export async function runPerplexity(files: readonly TextFile[], spec: Perplexity
   let tokenized: number[][] | undefined;
   let totalWork = 0;
   let doneWork = 0;
-  let interrupted = false;
-  try {
-    for (const method of spec.methods) {
-      const model = await load(method, maxContext);
-      hooks.onModel?.(model, method);
-      const timing: MethodTiming = { attention: method, seconds: 0, tokens: 0 };
-      timings.push(timing);
-      try {
-        const tok = model.tokenizer;
-        if (!tokenized) {
-          tokenized = files.map((f) => tok.encode(f.text, { addBos: false }));
-          for (const t of tokenized) for (const c of spec.contexts) totalWork += perplexityWindows(t.length, c, spec.maxWindows).length * c * spec.methods.length;
-          totalWork = Math.max(totalWork, 1);
-        }
-        const bos = tok.bosTokenId;
-        const vocab = model.config.vocabSize;
-        const chunk = prefillChunk(model);
-        for (let f = 0; f < files.length; f++) {
-          const tokens = tokenized[f]!;
-          for (const context of spec.contexts) {
-            const windows = perplexityWindows(tokens.length, context, spec.maxWindows);
-            const acc = new NllAccumulator();
-            for (let w = 0; w < windows.length; w++) {
-              const win = tokens.slice(windows[w]!.start, windows[w]!.start + context);
-              // inputs predict targets: [BOS, t0 … t(L−2)] → [t0 … t(L−1)]; without BOS: [t0 … t(L−2)] → [t1 … t(L−1)]
-              const input = bos !== undefined ? [bos, ...win.slice(0, -1)] : win.slice(0, -1);
-              const targets = bos !== undefined ? win : win.slice(1);
-              const label = `${method} ${files[f]!.name} ${context} window ${w + 1}/${windows.length}`;
-              const t0 = performance.now();
-              model.reset();
-              for (let s = 0; s < input.length; s += chunk) {
-                const part = input.slice(s, s + chunk);
-                const logits = await model.forward(part, { logits: 'all', chunkSize: chunk });
-                acc.add(sumNll(logits, vocab, targets.slice(s, s + part.length)), part.length);
-                hooks.onProgress?.({ fraction: (doneWork + s + part.length) / totalWork, label });
-                await breathe();
-                if (hooks.signal?.aborted) throw new Aborted();
-              }
-              timing.seconds += (performance.now() - t0) / 1000;
-              timing.tokens += input.length;
-              doneWork += context;
-            }
-            if (windows.length === 0) continue; // file shorter than the context: no row
-            const row: PerplexityRow = { file: files[f]!.name, context, attention: method, tokens: acc.tokens, nll: acc.nll, ppl: acc.ppl };
-            rows.push(row);
-            await hooks.onCell?.(row, rows, timings);
+  const interrupted = await forEachMethod(spec.methods, load, maxContext, hooks, timings, async (model, method, timing) => {
+    const tok = model.tokenizer;
+    if (!tokenized) {
+      tokenized = files.map((f) => tok.encode(f.text, { addBos: false }));
+      for (const t of tokenized) for (const c of spec.contexts) totalWork += perplexityWindows(t.length, c, spec.maxWindows).length * c * spec.methods.length;
+      totalWork = Math.max(totalWork, 1);
+    }
+    const bos = tok.bosTokenId;
+    const vocab = model.config.vocabSize;
+    const chunk = prefillChunk(model);
+    for (let f = 0; f < files.length; f++) {
+      const tokens = tokenized[f]!;
+      for (const context of spec.contexts) {
+        const windows = perplexityWindows(tokens.length, context, spec.maxWindows);
+        const acc = new NllAccumulator();
+        for (let w = 0; w < windows.length; w++) {
+          const win = tokens.slice(windows[w]!.start, windows[w]!.start + context);
+          // inputs predict targets: [BOS, t0 … t(L−2)] → [t0 … t(L−1)]; without BOS: [t0 … t(L−2)] → [t1 … t(L−1)]
+          const input = bos !== undefined ? [bos, ...win.slice(0, -1)] : win.slice(0, -1);
+          const targets = bos !== undefined ? win : win.slice(1);
+          const label = `${method} ${files[f]!.name} ${context} window ${w + 1}/${windows.length}`;
+          const t0 = performance.now();
+          model.reset();
+          for (let s = 0; s < input.length; s += chunk) {
+            const part = input.slice(s, s + chunk);
+            const logits = await model.forward(part, { logits: 'all', chunkSize: chunk });
+            acc.add(sumNll(logits, vocab, targets.slice(s, s + part.length)), part.length);
+            hooks.onProgress?.({ fraction: (doneWork + s + part.length) / totalWork, label });
+            await breathe();
+            if (hooks.signal?.aborted) throw new Aborted();
           }
+          timing.seconds += (performance.now() - t0) / 1000;
+          timing.tokens += input.length;
+          doneWork += context;
         }
-      } finally {
-        await model.dispose();
+        if (windows.length === 0) continue; // file shorter than the context: no row
+        const row: PerplexityRow = { file: files[f]!.name, context, attention: method, tokens: acc.tokens, nll: acc.nll, ppl: acc.ppl };
+        rows.push(row);
+        await hooks.onCell?.(row, rows, timings);
       }
     }
-  } catch (e) {
-    if (!(e instanceof Aborted)) throw e;
-    interrupted = true;
-  }
+  });
   hooks.onProgress?.({ fraction: interrupted ? doneWork / Math.max(totalWork, 1) : 1, label: interrupted ? 'interrupted' : 'done' });
   return { rows, timings, interrupted };
 }
