@@ -15,6 +15,7 @@ import { benchAttention, fillRandom } from '../kernels/attention/bench.js';
 import { benchHipMask } from '../kernels/hip-mask/bench.js';
 import { createHipMaskEstimator } from '../kernels/hip-mask/index.js';
 import type { GpuHipMask, StorageType } from '../kernels/types.js';
+import { bytesOf } from '../kernels/common.js';
 
 export type BenchMode = 'prefill' | 'decode';
 
@@ -58,7 +59,7 @@ const tokenMajor = (T: number, H: number, d: number) => ({ strideBatch: T * H * 
 
 /** Estimates the HiP mask of the exact inputs `benchAttention` builds from `seed` (same fill, same layout). */
 async function realMask(gpu: GpuContext, T: number, Lq: number, H: number, Hkv: number, d: number, dtype: StorageType, hip: HipOptions, seed: number): Promise<GpuHipMask> {
-  const eb = dtype === 'f16' ? 2 : 4;
+  const eb = bytesOf(dtype);
   const q = createStorageBuffer(gpu, Lq * H * d * eb, { label: 'bench q (mask)', splitBindings: true });
   const k = createStorageBuffer(gpu, Hkv * T * d * eb, { label: 'bench k (mask)', splitBindings: true });
   try {

@@ -5,6 +5,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { loudNotice } from '../../test/gpu-helpers.js';
 import { argmax, logSoftmax } from './cpu-ops.js';
 import { LlamaCpu } from './llama-cpu.js';
 import { openModelPath } from './node-load.js';
@@ -30,8 +31,9 @@ const ALL_MODELS = [
   { name: 'hip-testbed-28m', dir: '../shared/models/hip-testbed-28m' }, // the shared test data, when next to the checkout
 ];
 const MODELS = ALL_MODELS.filter((m) => existsSync(`${m.dir}/golden.json`));
-for (const m of ALL_MODELS.filter((x) => !MODELS.includes(x))) {
-  it.skip(`${m.name} vs golden.json: ${m.dir}/golden.json not found (the shared test data is not next to this checkout)`, () => {});
+const missing = ALL_MODELS.filter((x) => !MODELS.includes(x));
+if (missing.length > 0) {
+  loudNotice(missing.map((m) => `golden.test: ${m.name} not checked: ${m.dir}/golden.json not found (the shared test data is not next to this checkout)`));
 }
 const TOL = 2e-3;
 

@@ -12,7 +12,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { HipAttnError } from '../errors.js';
 import type { StorageType } from '../kernels/types.js';
-import { getTestGpu, testSeed } from '../../test/gpu-helpers.js';
+import { getTestGpu, loudNotice, testSeed } from '../../test/gpu-helpers.js';
 import { Rng } from '../util/rng.js';
 import type { LlamaConfig } from './config.js';
 import { argmax, logSoftmax } from './cpu-ops.js';
@@ -104,10 +104,14 @@ describe.skipIf(!gpu)('LlamaGpu vs golden.json (transformers float32)', () => {
   });
 
   const testbed28m = '../shared/models/hip-testbed-28m';
-  it.skipIf(!existsSync(`${testbed28m}/golden.json`))('hip-testbed-28m: the two short golden inputs, f32 and f16 storage; greedy continuations (f32)', async () => {
-    // (the 300-token passkey input is left to the CPU test: lavapipe on two CI cores is slow)
-    await goldenCheck(testbed28m, types, (g) => g.filter((i) => i.input_ids.length <= 100));
-  });
+  if (existsSync(`${testbed28m}/golden.json`)) {
+    it('hip-testbed-28m: the two short golden inputs, f32 and f16 storage; greedy continuations (f32)', async () => {
+      // (the 300-token passkey input is left to the CPU test: lavapipe on two CI cores is slow)
+      await goldenCheck(testbed28m, types, (g) => g.filter((i) => i.input_ids.length <= 100));
+    });
+  } else {
+    loudNotice([`llama-gpu.test: hip-testbed-28m not checked: ${testbed28m}/golden.json not found (the shared test data is not next to this checkout)`]);
+  }
 });
 
 describe.skipIf(!gpu)('LlamaGpu behaviour', () => {

@@ -21,6 +21,7 @@ import { createAttentionKernels } from '../kernels/attention/index.js';
 import { createHipMaskEstimator, type HipMaskEstimator } from '../kernels/hip-mask/index.js';
 import type { GpuAttentionProblem, GpuHipMask, StorageType } from '../kernels/types.js';
 import type { GpuAttentionModule } from '../model/llama-gpu.js';
+import { bytesOf } from '../kernels/common.js';
 
 export interface GpuLayerAttention extends GpuAttentionModule {
   readonly methods: readonly AttentionMethod[];
@@ -55,7 +56,7 @@ export async function createGpuLayerAttention(
   const owned: GPUBuffer[] = [];
   const streaming = { kind: 'streaming' as const, sinkTokens: c.streaming.sinkTokens, slidingWindow: c.streaming.slidingWindow };
   const bq = c.hip.blockSizeQ;
-  const eb = kernelShape.dtype === 'f16' ? 2 : 4;
+  const eb = bytesOf(kernelShape.dtype);
 
   /** Copies the problem's last min(queryLength, b_q) queries into the layer's ring (batch 1, heads contiguous per token). */
   const remember = (state: DecodeState, encoder: GPUCommandEncoder, problem: GpuAttentionProblem, s: ResolvedShape): void => {

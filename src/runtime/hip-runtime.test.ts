@@ -8,7 +8,7 @@
  */
 import { existsSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { getTestGpu, testSeed } from '../../test/gpu-helpers.js';
+import { getTestGpu, loudNotice, testSeed } from '../../test/gpu-helpers.js';
 import { Rng } from '../util/rng.js';
 import { loadModel } from './load.js';
 import type { HipModel } from './model.js';
@@ -71,6 +71,7 @@ describe('HiP prefill and decoding in the runtime: WebGPU = CPU', () => {
 describe('HiP with topK ≥ context = dense, whole model', () => {
   const cases: [string, string][] = [['hip-testbed-mini', 'models/hip-testbed-mini']];
   if (existsSync('../shared/models/hip-testbed-28m/config.json')) cases.push(['hip-testbed-28m', '../shared/models/hip-testbed-28m']);
+  else loudNotice(['hip-runtime.test: hip-testbed-28m not checked: ../shared/models/hip-testbed-28m not found (the shared test data is not next to this checkout)']);
   it.each(cases)('%s: 200-token prompt + 6 decoded tokens, CPU (and WebGPU f32)', async (_name, dir) => {
     const rng = new Rng(testSeed(`hip = dense ${_name}`));
     const covering = { method: 'hip' as const, hip: { topK: 256, blockSizeQ: 16, blockSizeK: 2, sinkTokens: 4, slidingWindow: 16, refreshInterval: 4, denseLayers: 0 } };

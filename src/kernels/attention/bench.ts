@@ -18,6 +18,7 @@ import { Rng } from '../../util/rng.js';
 import type { GpuAttentionProblem, GpuHipMask, GpuKeySet, StorageType } from '../types.js';
 import { contiguousStrides } from '../types.js';
 import { createAttentionKernels, type AttentionKernelOptions, type AttentionKernels, type DecodeOptions } from './index.js';
+import { bytesOf } from '../common.js';
 
 export interface AttentionBenchOptions {
   seqLen: number;
@@ -90,7 +91,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 /** Fills `elements` (a multiple of 4) of a buffer with uniform values in [−scale, scale). */
 export async function fillRandom(gpu: GpuContext, buffer: GPUBuffer, elements: number, dtype: StorageType, seed: number, scale = 1): Promise<void> {
   const p = await gpu.pipelines.computePipeline({ name: `attention/bench-fill-${dtype}`, code: fillWgsl(dtype), bindings: [['uniform', 'storage']] });
-  const eb = dtype === 'f16' ? 2 : 4;
+  const eb = bytesOf(dtype);
   const maxBind = Math.floor(gpu.limits.maxStorageBufferBindingSize / 256) * 256;
   const chunkElems = Math.floor(maxBind / eb / 4) * 4;
   const enc = gpu.device.createCommandEncoder();
@@ -190,7 +191,7 @@ export async function createAttentionBenchProblem(
   const T = opts.seqLen;
   const Lq = opts.mode === 'decode' ? 1 : T;
   const shape = resolveShape({ batch: B, heads: H, kvHeads: Hkv, queryLength: Lq, keyLength: T, headDim: d });
-  const eb = dtype === 'f16' ? 2 : 4;
+  const eb = bytesOf(dtype);
   const buffers: GPUBuffer[] = [];
   const alloc = (elements: number, label: string) => {
     const b = createStorageBuffer(gpu, elements * eb, { label, splitBindings: true });

@@ -13,6 +13,7 @@ import { BufferUsage, createStorageBuffer, readFloat16, readFloat32, roundToFloa
 import { Rng } from '../../util/rng.js';
 import type { GpuAttentionProblem, GpuHipMask, GpuKeySet, GpuTensor4, StorageType } from '../types.js';
 import type { AttentionKernels } from './index.js';
+import { bytesOf } from '../common.js';
 
 export type CheckLayout = 'contiguous' | 'model';
 
@@ -154,7 +155,7 @@ export async function runAttentionCase(gpu: GpuContext, kernels: AttentionKernel
   const q = upload(gpu, input.q, dtype, qv, s.batch, s.heads, s.queryLength, d, 'q');
   const k = upload(gpu, input.k, dtype, kv, s.batch, s.kvHeads, s.keyCapacity, d, 'k');
   const v = upload(gpu, input.v, dtype, kv, s.batch, s.kvHeads, s.keyCapacity, d, 'v');
-  const outBytes = (ov.elements + 8) * (dtype === 'f16' ? 2 : 4);
+  const outBytes = (ov.elements + 8) * bytesOf(dtype);
   const outBuf = gpu.device.createBuffer({ label: 'out', size: Math.ceil(outBytes / 4) * 4, usage: BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST });
   const out: GpuTensor4 = { buffer: outBuf, offset: off, strideBatch: ov.strideBatch, strideHead: ov.strideHead, strideToken: ov.strideToken };
   let mask: HipMask | undefined;

@@ -6,6 +6,7 @@
  */
 import type { ResolvedShape } from '../../attention/shape.js';
 import type { StorageType } from '../types.js';
+import { bytesOf } from '../common.js';
 
 export type CostKeySet =
   | { kind: 'dense' }
@@ -34,7 +35,7 @@ function keysOf(p: number, ks: CostKeySet): number {
 
 /** Cost of attention for a shape and key set (HiP: assumes every selection slot is used). */
 export function attentionCost(shape: ResolvedShape, keySet: CostKeySet, dtype: StorageType): AttentionCost {
-  const eb = dtype === 'f16' ? 2 : 4;
+  const eb = bytesOf(dtype);
   const d = shape.headDim;
   let pairsPerHead = 0;
   let maxKeyRows = 0;

@@ -27,6 +27,7 @@ import { decodeUnsupported, decodeVariantName, decodeWgsl, decodeWorkgroupBytes,
 import { mmaVariantName, mmaWgsl, mmaWorkgroupBytes, pickMmaConfig, type MmaVariant } from './flash-mma.wgsl.js';
 import { MMA2_DEFAULTS, mma2VariantName, mma2Wgsl, mma2WorkgroupBytes, pickMma2Config, type Mma2Config, type Mma2Variant } from './flash-mma2.wgsl.js';
 import { attentionCost, type AttentionCost, type CostKeySet } from './cost.js';
+import { bytesOf } from '../common.js';
 
 export { attentionCost, type AttentionCost, type CostKeySet } from './cost.js';
 export { plainWgsl, type PlainVariant } from './flash-plain.wgsl.js';
@@ -189,7 +190,7 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
   if (dtype === 'f16' && !gpu.features.shaderF16) {
     throw new HipAttnError('UNSUPPORTED', `f16 attention needs the 'shader-f16' feature, which this device lacks: use dtype 'f32'`);
   }
-  const eb = dtype === 'f16' ? 2 : 4;
+  const eb = bytesOf(dtype);
   const device = gpu.device;
   const limits = gpu.limits;
   const maxBinding = Math.min(limits.maxStorageBufferBindingSize, options.maxBindingBytes ?? Infinity);

@@ -22,6 +22,7 @@ import type { GpuTensor4, StorageType } from '../types.js';
 import { hipMaskCost } from './cost.js';
 import { createHipMaskEstimator, type HipMaskEstimatorOptions } from './index.js';
 import type { HipMaskVariant } from './wgsl.js';
+import { bytesOf } from '../common.js';
 
 export interface HipMaskBenchOptions {
   /** Context length T (keys). */
@@ -91,7 +92,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 /** A GPU buffer of `elements` pseudo-normal values (f16 or f32), filled on the GPU in binding-sized chunks. */
 export async function randomGpuBuffer(gpu: GpuContext, elements: number, dtype: StorageType, seed: number, label: string): Promise<GPUBuffer> {
-  const bytes = elements * (dtype === 'f16' ? 2 : 4);
+  const bytes = elements * bytesOf(dtype);
   const buffer = await withErrorScope(gpu.device, `allocating ${label}`, () => createStorageBuffer(gpu, bytes, { label, splitBindings: true }));
   const fill = await gpu.pipelines.computePipeline({ name: 'hip-mask/bench-fill', code: FILL_WGSL, bindings: [['uniform', 'storage']] });
   const words = Math.ceil(bytes / 4);

@@ -26,8 +26,9 @@ import {
   type UniformScalar,
 } from '../../gpu/index.js';
 import type { GpuHipMask, GpuTensor4, StorageType } from '../types.js';
-import { chooseVariant, planDispatches, type HipMaskPathOption, type PlannedDispatch } from './plan.js';
+import { chooseVariant, planDispatches, type HipMaskPathOption, type PlannedDispatch, type VariantRequest } from './plan.js';
 import { hipMaskWgsl, PARAM_FIELDS, type HipMaskVariant, type ParamField, workgroupBytes } from './wgsl.js';
+import { bytesOf } from '../common.js';
 
 export { hipMaskWgsl, workgroupBytes, leanLayout, type HipMaskVariant, type HipMaskPath, type MatrixTiling } from './wgsl.js';
 export { chooseVariant, planDispatches, pickMatrixConfig, type HipMaskPathOption } from './plan.js';
@@ -38,10 +39,11 @@ const Params = defineUniforms(
   Object.fromEntries(PARAM_FIELDS.map((f) => [f, 'u32'])) as Record<ParamField, UniformScalar>,
 );
 
-export interface HipMaskEstimatorOptions {
-  /** Storage type of q and k. */
-  dtype: StorageType;
-  headDim: number;
+/**
+ * Estimator options: the kernel-tuning fields of VariantRequest (plan.ts: accurate,
+ * workgroupSize, matrix* and reuse, all optional, each documented there), plus the following.
+ */
+export interface HipMaskEstimatorOptions extends Omit<VariantRequest, 'options' | 'path' | 'kind'> {
   /** HiP options (HIP.md defaults for the rest). */
   options?: Partial<HipOptions>;
   /**
@@ -50,39 +52,6 @@ export interface HipMaskEstimatorOptions {
    * runs the matrix path's data flow with scalar arithmetic (tests on adapters without it).
    */
   path?: HipMaskPathOption;
-  /**
-   * Scalar path: compensated dot products (error-free transformations), so the f32 scores are
-   * the correctly rounded exact dots and masks equal the float64 reference's. Default: f32
-   * storage only.
-   */
-  accurate?: boolean;
-  /** Scalar path: workgroup size override. */
-  workgroupSize?: number;
-  /** Matrix paths: subgroups per workgroup (default: most that fit in workgroup memory, ≤ 4). */
-  matrixSubgroups?: number;
-  /** Matrix path, classic kernel: keep the query tile's left-matrix fragments in registers for a round (default true). */
-  matrixQRegisters?: boolean;
-  /**
-   * Matrix paths: 'lean' (default: fragments loaded once per workgroup, shuffle-reduced column
-   * maxima, subgroups paired per key tile) or 'classic' (the first tensor-core kernel).
-   */
-  matrixKernel?: 'classic' | 'lean';
-  /** Lean kernel: subgroups sharing one 16-key tile (1 or 2; default 2 where the row tiles split). */
-  matrixRowSplit?: number;
-  /** Lean kernel: steps of gathered keys in flight per subgroup (1 or 2). */
-  matrixPrefetch?: number;
-  /** Lean kernel: keys per tile, 16 (default) or 8 (a 16×8×16 config: twice the subgroups). */
-  matrixN?: number;
-  /** Lean kernel: rotated word order when storing gathered key chunks (bank spread; default true). */
-  matrixRotate?: boolean;
-  /** Parent-score reuse (default true): halves represented by their parent's block keep its score. */
-  reuse?: boolean;
-  /**
-   * Bitonic sort with entries in registers and subgroupShuffleXor for partners in the same
-   * subgroup (only the widest stages use workgroup memory and barriers). Default: where the
-   * adapter has subgroups of a fixed size; false forces the workgroup-memory sort.
-   */
-  subgroupSort?: boolean;
   /**
    * Which kernels to compile up front: 'prefill' (query blocks of several strided queries) and
    * 'decode' (one query per block, e.g. queryLength 1). Default both; encoding a problem whose
@@ -174,7 +143,7 @@ export async function createHipMaskEstimator(gpu: GpuContext, opts: HipMaskEstim
   const n = options.topK / options.blockSizeK;
   const masks = new Map<string, GPUBuffer>();
   const plans = new Map<string, CachedPlan>();
-  const eb = dtype === 'f16' ? 2 : 4;
+  const eb = bytesOf(dtype);
 
   const prepare = (problem: HipMaskProblem, out?: GpuHipMask) => {
     const s = resolveShape(problem.shape);

@@ -17,7 +17,10 @@ export interface VariantRequest {
   headDim: number;
   options: HipOptions;
   path: HipMaskPathOption;
-  /** Compensated dot products on the scalar path (default: dtype === 'f32'). */
+  /**
+   * Compensated dot products on the scalar path (error-free transformations, so f32 scores are
+   * the correctly rounded exact dots and masks equal the float64 reference's). Default: dtype === 'f32'.
+   */
   accurate?: boolean;
   /** Override the workgroup size (scalar path). */
   workgroupSize?: number;
@@ -25,7 +28,11 @@ export interface VariantRequest {
   kind: 'prefill' | 'decode';
   /** Matrix paths: subgroups per workgroup (default: the most that fit, ≤ 4). */
   matrixSubgroups?: number;
-  /** Register/subgroup-shuffle bitonic sort (default: where the adapter has a fixed subgroup size). */
+  /**
+   * Bitonic sort with entries in registers and subgroupShuffleXor for partners in the same
+   * subgroup (only the widest stages use workgroup memory and barriers). Default: where the
+   * adapter has subgroups of a fixed size; false forces the workgroup-memory sort.
+   */
   subgroupSort?: boolean;
   /** Matrix path, classic kernel: keep the query tile's fragments in registers for a round (default true). */
   matrixQRegisters?: boolean;
