@@ -85,5 +85,52 @@ case $stage in
       step 60 $pk $g --attention hip --hip-block-stride-q 1 --json "$out/s2-grover-bsq1.json"
     } 2>&1 | tee "$out/sweep2.log"
     ;;
+  reps)
+    # Representatives per half (--representative-blocks S): passkey at 8k on hip-testbed-mini,
+    # both haystacks, seed 21 (20 per depth) and a fresh seed 33 (40 per depth) with dense on the
+    # same prompts; then the mask-estimation cost on the H200 kernel benchmark.
+    {
+      tmp=$(mktemp -d)
+      pk="$cli eval passkey --device webgpu --lengths 8192 --depths 0,0.25,0.5,0.75,1"
+      g="--haystack .evalsets/grover_cleveland.txt"
+      for S in 1 2 3 4; do
+        step 60 $pk --trials 20 --seed 21 --attention hip --representative-blocks $S --json "$tmp/s21-embedded-S$S.json"
+        step 60 $pk --trials 20 --seed 21 $g --attention hip --representative-blocks $S --json "$tmp/s21-grover-S$S.json"
+      done
+      step 90 $pk --trials 40 --seed 33 --attention dense,streaming --json "$tmp/s33-embedded-dense.json"
+      step 90 $pk --trials 40 --seed 33 $g --attention dense,streaming --json "$tmp/s33-grover-dense.json"
+      for S in 1 2 3 4; do
+        step 60 $pk --trials 40 --seed 33 --attention hip --representative-blocks $S --json "$tmp/s33-embedded-S$S.json"
+        step 60 $pk --trials 40 --seed 33 $g --attention hip --representative-blocks $S --json "$tmp/s33-grover-S$S.json"
+      done
+      node -e 'const fs=require("fs"),d=process.argv[1],o={};for(const f of fs.readdirSync(d).sort())o[f]=JSON.parse(fs.readFileSync(d+"/"+f,"utf8"));fs.writeFileSync(process.argv[2],JSON.stringify(o,null,1))' "$tmp" "$out/reps-passkey.json"
+      for S in 1 2 3; do
+        step 120 $cli bench attention --methods hip --modes prefill --seq-lens 8192,32768,131072 --representative-blocks $S --json "$out/reps-bench-S$S.json"
+      done
+    } 2>&1 | tee "$out/reps.log"
+    ;;
+  m28)
+    # hip-testbed-28m (56 MB: it travels xz-compressed in .m28/, on a host where an earlier call
+    # left .gpu/): passkey at 8k, both haystacks, and perplexity at 8k, dense vs HiP.
+    {
+      mkdir -p /tmp/m28 && tar -xJf .m28/hip-testbed-28m.tar.xz -C /tmp/m28
+      m="--model /tmp/m28/hip-testbed-28m"
+      tmp=$(mktemp -d)
+      pk="$cli eval passkey $m --device webgpu --lengths 8192 --depths 0,0.25,0.5,0.75,1 --trials 20 --seed 21"
+      g="--haystack .evalsets/grover_cleveland.txt"
+      step 120 $pk --attention dense,streaming --json "$tmp/m28-s21-embedded-dense.json"
+      step 120 $pk $g --attention dense,streaming --json "$tmp/m28-s21-grover-dense.json"
+      for S in ${M28_REPS:-1 2 3}; do
+        step 90 $pk --attention hip --representative-blocks $S --json "$tmp/m28-s21-embedded-S$S.json"
+        step 90 $pk $g --attention hip --representative-blocks $S --json "$tmp/m28-s21-grover-S$S.json"
+      done
+      node -e 'const fs=require("fs"),d=process.argv[1],o={};for(const f of fs.readdirSync(d).sort())o[f]=JSON.parse(fs.readFileSync(d+"/"+f,"utf8"));fs.writeFileSync(process.argv[2],JSON.stringify(o,null,1))' "$tmp" "$out/m28-passkey.json"
+      files=()
+      for f in .evalsets/*.txt .evalsets/*.raw; do files+=(--file "$f"); done
+      step 150 $cli eval ppl $m --device webgpu "${files[@]}" --context 8192 --max-windows 4 --attention dense,hip --json "$out/m28-ppl.json"
+      step 150 $cli eval ppl $m --device webgpu "${files[@]}" --context 8192 --max-windows 4 --attention hip --representative-blocks ${M28_PPL_REPS:-2} --json "$out/m28-ppl-reps.json"
+      step 150 $cli eval ppl --device webgpu "${files[@]}" --context 8192 --max-windows 4 --attention hip --representative-blocks ${M28_PPL_REPS:-2} --json "$out/mini-ppl-reps.json"
+    } 2>&1 | tee "$out/m28.log"
+    ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac

@@ -29,6 +29,12 @@ export interface HipOptions {
   /** Which key block represents a node when it is scored: its centre (default) or its first block (arXiv v1). */
   representative: Representative;
   /**
+   * Key blocks that represent a node when it is scored: the node is cut into this many equal
+   * parts (fewer when it has fewer blocks), each represented as set by `representative`, and
+   * the node's score is their max. 1 is HIP.md's single representative. Default 1.
+   */
+  representativeBlocks: number;
+  /**
    * Number of consecutive query heads that share one top-k selection (their block scores are
    * max-reduced across the group). 1 (default) gives every head its own mask. Must divide the
    * number of query heads.
@@ -47,6 +53,7 @@ export const HIP_DEFAULTS: Readonly<HipOptions> = Object.freeze({
   refreshInterval: 8,
   denseLayers: 3,
   representative: 'center',
+  representativeBlocks: 1,
   headGroupSize: 1,
 });
 
@@ -91,6 +98,10 @@ export function resolveHipOptions(options: Partial<HipOptions> = {}): HipOptions
   checkInt('refreshInterval', o.refreshInterval, 1);
   checkInt('denseLayers', o.denseLayers, 0);
   checkInt('headGroupSize', o.headGroupSize, 1);
+  checkInt('representativeBlocks', o.representativeBlocks, 1);
+  if (o.representativeBlocks > 16) {
+    throw new OptionError(`representativeBlocks must be ≤ 16, got ${o.representativeBlocks}`);
+  }
   if (o.topK % o.blockSizeK !== 0) {
     throw new OptionError(`topK (${o.topK}) must be a multiple of blockSizeK (${o.blockSizeK})`);
   }

@@ -4,7 +4,8 @@
  *
  * Blocks are numbered 0 … numBlocks−1. Start with `n` equal nodes (spans of blocks); each round
  * splits every node of more than one block into two halves, scores each half by its
- * representative block, and keeps the n best of the (at most 2n) candidates. Nodes that are
+ * representative block (or the max over `blocks` evenly spread representatives, see
+ * `representativeBlocks`), and keeps the n best of the (at most 2n) candidates. Nodes that are
  * already one block are carried over with their score. After ≈ log2(numBlocks / n) rounds
  * every node is one block: those are the selection.
  *
@@ -20,6 +21,37 @@ export function representativeBlock(start: number, end: number, representative: 
   return representative === 'first' ? start : start + ((end - start) >> 1);
 }
 
+/**
+ * Representative `i` of the span [start, end) scored by `blocks` representatives: the span is cut
+ * into s = min(blocks, end − start) equal parts and part i (i < s) is represented like a whole
+ * span — its centre block, or its first. With blocks = 1 this is `representativeBlock`. Returns −1
+ * for i ≥ s (a span shorter than `blocks` has fewer representatives). The GPU kernels use the
+ * same integer formulas.
+ */
+export function sampleBlock(start: number, end: number, representative: Representative, blocks: number, i: number): number {
+  const len = end - start;
+  const s = Math.min(blocks, len);
+  if (i >= s) return -1;
+  return representative === 'first' ? start + Math.floor((i * len) / s) : start + Math.floor(((2 * i + 1) * len) / (2 * s));
+}
+
+/** Score of the span [start, end): the max of `scoreBlock` over its representatives. */
+export function spanScore(
+  start: number,
+  end: number,
+  scoreBlock: (block: number) => number,
+  representative: Representative,
+  blocks: number,
+): number {
+  if (blocks === 1) return scoreBlock(representativeBlock(start, end, representative));
+  let best = -Infinity;
+  for (let i = 0; ; i++) {
+    const b = sampleBlock(start, end, representative, blocks, i);
+    if (b < 0) return best;
+    best = Math.max(best, scoreBlock(b));
+  }
+}
+
 /** Candidate order: higher score first, then lower block index (also for ±Infinity scores). */
 export function compareCandidates(scoreA: number, blockA: number, scoreB: number, blockB: number): number {
   if (scoreA > scoreB) return -1;
@@ -33,6 +65,7 @@ export function hierarchicalTopBlocks(
   n: number,
   scoreBlock: (block: number) => number,
   representative: Representative,
+  representativeBlocks = 1,
 ): Int32Array {
   if (numBlocks <= n) {
     const all = new Int32Array(numBlocks);
@@ -60,10 +93,10 @@ export function hierarchicalTopBlocks(
         const mid = a + ((e - a + 1) >> 1);
         cStart[m] = a;
         cEnd[m] = mid;
-        cScore[m++] = scoreBlock(representativeBlock(a, mid, representative));
+        cScore[m++] = spanScore(a, mid, scoreBlock, representative, representativeBlocks);
         cStart[m] = mid;
         cEnd[m] = e;
-        cScore[m++] = scoreBlock(representativeBlock(mid, e, representative));
+        cScore[m++] = spanScore(mid, e, scoreBlock, representative, representativeBlocks);
         split = true;
       } else {
         cStart[m] = a;

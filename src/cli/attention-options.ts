@@ -50,6 +50,7 @@ const HIP_FLAGS: [keyof HipOptions, string, string][] = [
   ['refreshInterval', '--refresh-interval <n>', 'HiP: decoding steps between mask refreshes (r_m)'],
   ['denseLayers', '--dense-layers <n>', 'HiP: first layers kept dense (l_d)'],
   ['headGroupSize', '--head-group-size <n>', 'HiP: query heads sharing one top-k'],
+  ['representativeBlocks', '--representative-blocks <n>', 'HiP: key blocks scored per half (its score is their max)'],
 ];
 
 /** Adds --hip-* / --streaming-* flags (and, unless `methodFlag` is false, --attention). */

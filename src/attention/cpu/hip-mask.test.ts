@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { maxRowRelativeError, naiveAttention, seededRng } from '../../../test/helpers.js';
 import { selectedBlocks } from '../mask.js';
 import { HIP_DEFAULTS } from '../options.js';
-import { exactTopBlocks, hierarchicalTopBlocks } from '../tree-search.js';
+import { exactTopBlocks, hierarchicalTopBlocks, representativeBlock, sampleBlock } from '../tree-search.js';
 import { streamingKeys } from '../keys.js';
 import { localityProblem, plantedKeysProblem, plantedRecall } from '../synthetic.js';
 import { estimateHipMask, exactTopKMask, maskRecall } from './hip-mask.js';
@@ -30,6 +30,42 @@ describe('tree search (synthetic block scores)', () => {
     expect([...hierarchicalTopBlocks(5, 8, () => 0, 'center')]).toEqual([0, 1, 2, 3, 4]);
     expect([...exactTopBlocks(10, 3, () => 1)]).toEqual([0, 1, 2]);
     expect([...hierarchicalTopBlocks(10, 3, () => -Infinity, 'first')].length).toBe(3);
+  });
+
+  it('places several representatives per half evenly (hand-computed), one = the single representative', () => {
+    const reps = (a: number, e: number, r: 'center' | 'first', s: number) => {
+      const out: number[] = [];
+      for (let i = 0, b = 0; (b = sampleBlock(a, e, r, s, i)) >= 0; i++) out.push(b);
+      return out;
+    };
+    expect(reps(10, 18, 'center', 2)).toEqual([12, 16]); // parts [10,14) and [14,18)
+    expect(reps(10, 18, 'center', 4)).toEqual([11, 13, 15, 17]);
+    expect(reps(0, 3, 'center', 2)).toEqual([0, 2]); // parts of 1.5 blocks: centres 0.75 and 2.25
+    expect(reps(5, 6, 'center', 4)).toEqual([5]); // a one-block half has one representative
+    expect(reps(0, 8, 'first', 3)).toEqual([0, 2, 5]);
+    expect(reps(4, 6, 'first', 3)).toEqual([4, 5]);
+    for (let a = 0; a < 5; a++)
+      for (let e = a + 1; e < 40; e++)
+        for (const r of ['center', 'first'] as const) expect(reps(a, e, r, 1)).toEqual([representativeBlock(a, e, r)]);
+  });
+
+  it('a lone high-scoring block: found always once every block of a half is a representative, more often with 2 than 1', () => {
+    const rng = seededRng('tree lone spike');
+    const numBlocks = 3900;
+    const n = 256;
+    const trials = 300;
+    // nodes start ⌈3900 / 256⌉ = 16 blocks long: halves of ≤ 8 blocks in the first round
+    const found = { 1: 0, 2: 0, 8: 0 } as Record<number, number>;
+    for (let t = 0; t < trials; t++) {
+      const noise = Float64Array.from({ length: numBlocks }, () => rng.nextFloat());
+      const spike = rng.int(numBlocks);
+      const score = (j: number) => (j === spike ? 10 : noise[j]!);
+      for (const s of [1, 2, 8]) if (hierarchicalTopBlocks(numBlocks, n, score, 'center', s).includes(spike)) found[s]!++;
+    }
+    console.log(`lone spike over ${trials} trials: found with 1 / 2 / 8 representatives: ${found[1]} / ${found[2]} / ${found[8]}`);
+    expect(found[8]).toBe(trials);
+    expect(found[1]).toBeLessThan(trials);
+    expect(found[2]).toBeGreaterThan(found[1]!);
   });
 
   it('costs about 2n log2(numBlocks / n) block scores', () => {

@@ -157,7 +157,7 @@ function estimate(
 
 /** HiP mask estimation by hierarchical pruning: O(T log T) q·k products. */
 export function estimateHipMask(input: AttentionInput, options: Partial<HipOptions> = {}, opts?: RunOptions): HipMask {
-  return estimate(input, options, opts, (sc, n, o) => hierarchicalTopBlocks(sc.numBlocks, n, sc.score, o.representative));
+  return estimate(input, options, opts, (sc, n, o) => hierarchicalTopBlocks(sc.numBlocks, n, sc.score, o.representative, o.representativeBlocks));
 }
 
 /**

@@ -67,11 +67,15 @@ export function hipMaskCost(
       const small = Math.floor(nb / n);
       const big = small + 1;
       const numBig = nb - small * n; // nodes of `big` blocks
-      let r = (small > 1 ? 2 * n : 2 * numBig + (n - numBig)) ; // round 1
+      // representatives of a half of (at most) `len` blocks
+      const per = (len: number) => Math.min(o.representativeBlocks, len);
+      const single = o.representativeBlocks === 1 && reuse; // parent-score reuse needs one representative
+      const first = Math.max(big > 1 && numBig > 0 ? big : small, 2);
+      let r = (small > 1 ? 2 * n : 2 * numBig + (n - numBig)) * per(Math.ceil(first / 2)); // round 1
       let rounds = 1;
       // later rounds, by the size of the nodes being split (the largest one's halving sequence)
-      for (let size = Math.ceil(Math.max(big > 1 && numBig > 0 ? big : small, 2) / 2); size > 1; size = Math.ceil(size / 2)) {
-        r += reuse && (o.representative === 'first' || size <= 3) ? n : 2 * n;
+      for (let size = Math.ceil(first / 2); size > 1; size = Math.ceil(size / 2)) {
+        r += (single && (o.representative === 'first' || size <= 3) ? n : 2 * n) * per(Math.ceil(size / 2));
         rounds++;
       }
       maxRounds = Math.max(maxRounds, rounds);

@@ -114,6 +114,30 @@ describe.skipIf(!gpu)('HiP mask estimation on the GPU vs estimateHipMask', () =>
     expect(r.equal).toBe(1);
   });
 
+  for (const [blocks, representative] of [[2, 'center'], [3, 'first'], [4, 'center']] as const) {
+    it(`f32: ${blocks} representatives per half ('${representative}'): equal masks, also in rounds where halves are shorter than that`, async () => {
+      const r = await run(
+        `hip-mask ${blocks} representatives ${representative}`,
+        { batch: 1, heads: 4, kvHeads: 2, queryLength: 1700, keyLength: 1700, headDim: 64 },
+        { ...SMALL, representativeBlocks: blocks, representative },
+        'f32',
+      );
+      expect(r.firstDiff).toBeUndefined();
+      expect(r.equal).toBe(1);
+    });
+  }
+
+  it('f32: 2 representatives per half, decode refresh (queryLength 1), defaults otherwise', async () => {
+    const r = await run(
+      'hip-mask decode 2 representatives',
+      { batch: 1, heads: 4, kvHeads: 1, queryLength: 1, keyLength: 6000, keyCapacity: 6016, headDim: 64 },
+      { representativeBlocks: 2 },
+      'f32',
+    );
+    expect(r.firstDiff).toBeUndefined();
+    expect(r.equal).toBe(1);
+  });
+
   it('f16 storage (plain f32 accumulation): recall ≥ 0.99 vs the CPU on the same f16-rounded inputs', async () => {
     const r = await run('hip-mask f16', { batch: 1, heads: 4, kvHeads: 1, queryLength: 1500, keyLength: 1500, headDim: 64 }, SMALL, 'f16');
     expect(r.recall).toBeGreaterThanOrEqual(0.99);
@@ -164,6 +188,13 @@ describe.skipIf(!gpu)('HiP mask estimation on the GPU vs estimateHipMask', () =>
     expect(r.recall).toBeGreaterThanOrEqual(0.99);
   });
 
+  it('tensor-core data flow, lean kernel, 3 representatives per half (matrix ops emulated), f32: recall ≥ 0.999', async () => {
+    const r = await run('hip-mask lean 3 representatives f32', { batch: 1, heads: 2, kvHeads: 1, queryLength: 870, keyLength: 870, headDim: 64 }, { ...WIDE, representativeBlocks: 3 }, 'f32', {
+      path: 'matrix-emulated',
+    });
+    expect(r.recall).toBeGreaterThanOrEqual(0.999);
+  });
+
   it('tensor-core data flow, lean kernel, 8-key tiles (16 subgroups in pairs; matrix ops emulated), f16: recall ≥ 0.99', async () => {
     if (!gpu!.features.shaderF16) return;
     const r = await run('hip-mask lean n8 f16', { batch: 1, heads: 2, kvHeads: 1, queryLength: 700, keyLength: 700, headDim: 64 }, WIDE, 'f16', {
@@ -179,6 +210,25 @@ describe.skipIf(!gpu)('HiP mask estimation on the GPU vs estimateHipMask', () =>
       matrixKernel: 'classic',
     });
     expect(r.recall).toBeGreaterThanOrEqual(0.999);
+  });
+
+  it("tensor-core data flow, classic kernel (matrix ops emulated), f32, 2 representatives per half: recall ≥ 0.999", async () => {
+    const r = await run('hip-mask classic emulated 2 representatives', { batch: 1, heads: 2, kvHeads: 1, queryLength: 800, keyLength: 800, headDim: 64 }, { ...SMALL, representativeBlocks: 2 }, 'f32', {
+      path: 'matrix-emulated',
+      matrixKernel: 'classic',
+    });
+    expect(r.recall).toBeGreaterThanOrEqual(0.999);
+  });
+
+  it.runIf(gpu?.features.subgroupMatrix)('tensor cores (subgroup matrices), f16, 2 representatives per half: recall ≥ 0.99', async () => {
+    const r = await run(
+      'hip-mask matrix f16 2 representatives',
+      { batch: 1, heads: 4, kvHeads: 1, queryLength: 3000, keyLength: 3000, headDim: 128 },
+      { representativeBlocks: 2 },
+      'f16',
+      { path: 'matrix' },
+    );
+    expect(r.recall).toBeGreaterThanOrEqual(0.99);
   });
 
   it.runIf(gpu?.features.subgroupMatrix)('tensor cores (subgroup matrices), f16, defaults: recall ≥ 0.99', async () => {

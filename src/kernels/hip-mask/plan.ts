@@ -142,6 +142,7 @@ export function chooseVariant(gpu: GpuContext, req: VariantRequest): HipMaskVari
     subgroupSort: 0,
     keysPerBlock: Math.ceil(o.blockSizeK / o.blockStrideK),
     reuse: req.reuse ?? true,
+    representativeBlocks: o.representativeBlocks,
   };
 
   if (path === 'scalar') {

@@ -79,6 +79,13 @@ export interface HipMaskVariant {
    * split 2- and 3-block nodes) and by ~43 % with representative 'first'.
    */
   reuse?: boolean;
+  /**
+   * Representatives per scored half (HipOptions.representativeBlocks, default 1): the half's
+   * score is the max over them (tree-search.ts sampleBlock). A shader constant; each round
+   * lists min(this, the round's largest half) key-block slots per candidate. Parent-score
+   * reuse needs 1.
+   */
+  representativeBlocks?: number;
 }
 
 /**
@@ -305,15 +312,16 @@ fn loadQueries(qBase: u32, rc: u32, tid: u32) {
       : unrolled(RB, (i) => `    var a${i} = 0.0f;\n`);
     score = `
 // Scores this chunk's rows against every listed candidate (one thread per candidate key).
-fn scoreChunk(count: u32, kBase: u32, posBase: u32, rc: u32, rs: u32, re: u32, tid: u32) {
+fn scoreChunk(count: u32, sr: u32, kBase: u32, posBase: u32, rc: u32, rs: u32, re: u32, tid: u32) {
   let kb = params.keysPerBlock;
-  for (var slot = tid; slot < count * kb; slot += WG) {
-    let ci = list[slot / kb];
-    let u = slot % kb;
-    let a = cStart[ci];
-    let rep = select(a + ((cEnd[ci] - a) >> 1u), a, params.repFirst != 0u);
+  let kc = kb * sr; // key slots per candidate
+  for (var slot = tid; slot < count * kc; slot += WG) {
+    let ci = list[slot / kc];
+    let j = slot % kc;
+    let rep = sampleOf(cStart[ci], cEnd[ci], j / kb);
+    if (rep == NO_BLOCK) { continue; }
     let t0 = rs + rep * params.bk;
-    let t = t0 + u * params.bsk;
+    let t = t0 + (j % kb) * params.bsk;
     if (t >= min(t0 + params.bk, re)) { continue; }
     let kRow = kBase + t * params.ksT;
     var best = LOWEST;
@@ -377,7 +385,7 @@ fn loadQueries(qBase: u32, rc: u32, tid: u32) {
     const gatherDecl = unrolled(gatherPerLane, (i) => `  var g${i} = Chunk();\n`);
     const gatherLoad = (tileExpr: string) =>
       `    {
-      let kr = keyRow(${tileExpr} * TN + lane % TN, count, kBase, rs, re);
+      let kr = keyRow(${tileExpr} * TN + lane % TN, count, sr, kBase, rs, re);
 ${unrolled(gatherPerLane, (i) => `      g${i} = Chunk();\n`)}      if (kr != NO_KEY) {
 ${unrolled(gatherPerLane, (i) => `        { let ch = lane / TN + ${i * parts}u; if (ch < ${chunksPerKey}u) { g${i} = loadKc(kr + ch * CHUNK); } }\n`)}      }
     }\n`;
@@ -413,31 +421,34 @@ ${unrolled(MT, (mt) => `    var acc${mt} = subgroup_matrix_result<f32, TN, TM>()
     score = `
 const NO_KEY = 0xffffffffu;
 // Key-row element offset of key slot \`slot\` (candidate list[slot / kb], key slot % kb), or NO_KEY.
-fn keyRow(slot: u32, count: u32, kBase: u32, rs: u32, re: u32) -> u32 {
+fn keyRow(slot: u32, count: u32, sr: u32, kBase: u32, rs: u32, re: u32) -> u32 {
   let kb = params.keysPerBlock;
-  if (slot >= count * kb) { return NO_KEY; }
-  let ci = list[slot / kb];
-  let a = cStart[ci];
-  let rep = select(a + ((cEnd[ci] - a) >> 1u), a, params.repFirst != 0u);
+  let kc = kb * sr;
+  if (slot >= count * kc) { return NO_KEY; }
+  let ci = list[slot / kc];
+  let j = slot % kc;
+  let rep = sampleOf(cStart[ci], cEnd[ci], j / kb);
+  if (rep == NO_BLOCK) { return NO_KEY; }
   let t0 = rs + rep * params.bk;
-  let t = t0 + (slot % kb) * params.bsk;
+  let t = t0 + (j % kb) * params.bsk;
   if (t >= min(t0 + params.bk, re)) { return NO_KEY; }
   return kBase + t * params.ksT;
 }
 
-fn keyPos(slot: u32, rs: u32) -> u32 {
+// (only for slots whose keyRow is a key)
+fn keyPos(slot: u32, sr: u32, rs: u32) -> u32 {
   let kb = params.keysPerBlock;
-  let ci = list[slot / kb];
-  let a = cStart[ci];
-  let rep = select(a + ((cEnd[ci] - a) >> 1u), a, params.repFirst != 0u);
-  return rs + rep * params.bk + (slot % kb) * params.bsk;
+  let kc = kb * sr;
+  let ci = list[slot / kc];
+  let j = slot % kc;
+  return rs + sampleOf(cStart[ci], cEnd[ci], j / kb) * params.bk + (j % kb) * params.bsk;
 }
 
 // Scores this chunk's rows against every listed candidate, N key slots per subgroup tile.
 // Every invocation runs the same number of iterations (barriers inside).
-fn scoreChunk(count: u32, kBase: u32, posBase: u32, rc: u32, rs: u32, re: u32, sg: u32, lane: u32) {
-  let kb = params.keysPerBlock;
-  let tiles = (count * kb + TN - 1u) / TN;
+fn scoreChunk(count: u32, sr: u32, kBase: u32, posBase: u32, rc: u32, rs: u32, re: u32, sg: u32, lane: u32) {
+  let kc = params.keysPerBlock * sr;
+  let tiles = (count * kc + TN - 1u) / TN;
   let iters = (tiles + NSG - 1u) / NSG;
   let sb = sg * TN * QS;
   let rb = sg * ${ROWS}u * TN;
@@ -455,15 +466,15 @@ ${mma}
     {
       let c = lane % TN;
       let slot = tile * TN + c;
-      let kr = keyRow(slot, count, kBase, rs, re);
+      let kr = keyRow(slot, count, sr, kBase, rs, re);
       if (kr != NO_KEY) {
-        let t = keyPos(slot, rs);
+        let t = keyPos(slot, sr, rs);
         var best = LOWEST;
         var any = false;
         for (var r = lane / TN; r < rc; r += ${rowParts}u) {
           if (t <= posBase + r * params.bsq) { best = max(best, res[rb + r * TN + c]); any = true; }
         }
-        if (any) { atomicMax(&acc[list[slot / kb]], enc(best)); }
+        if (any) { atomicMax(&acc[list[slot / kc]], enc(best)); }
       }
     }
   }
@@ -506,7 +517,9 @@ fn sortCandidates(tid: u32) {
   // Node i → candidate slots 2i, 2i+1. Slots that need a score are appended to \`list\`: with
   // subgroups, one atomicAdd per subgroup (positions by subgroupExclusiveAdd), else one per slot.
   const aggregate = v.subgroupSort !== 0;
-  const reuse = v.reuse ?? true;
+  const SAMPLES = v.representativeBlocks ?? 1;
+  // (a half's score is its parent's only when both are scored by the same single block)
+  const reuse = (v.reuse ?? true) && SAMPLES === 1;
   const writeCands =
     unrolled(
       NPT,
@@ -565,7 +578,7 @@ fn sortCandidates(tid: u32) {
   const sgLane =
     (realMatrix ? 'let sg = sgid; let lane = sgl;' : isMatrix ? `let sg = tid / ${v.matrix!.subgroupSize}u; let lane = tid % ${v.matrix!.subgroupSize}u;` : '') +
     (lean ? `\n  let team = sg / RS; let rsub = sg % RS;\n${lean.fragDecl}` : '');
-  const scoreCall = lean ? lean.inline : isMatrix ? 'scoreChunk(count, kBase, posBase, rc, rs, re, sg, lane);' : 'scoreChunk(count, kBase, posBase, rc, rs, re, tid);';
+  const scoreCall = lean ? lean.inline : isMatrix ? 'scoreChunk(count, sr, kBase, posBase, rc, rs, re, sg, lane);' : 'scoreChunk(count, sr, kBase, posBase, rc, rs, re, tid);';
   const fragLoad = lean ? `\n    workgroupBarrier();\n${lean.fragLoad}` : '';
 
   return `// hipattn: HiP mask estimation (${v.path}, ${v.dtype}${v.accurate ? ', compensated dots' : ''}), generated
@@ -607,6 +620,18 @@ fn enc(f: f32) -> u32 {
 
 // Representative block of the node [a, e): its centre, or its first block.
 fn repOf(a: u32, e: u32) -> u32 { return select(a + ((e - a) >> 1u), a, params.repFirst != 0u); }
+
+const SAMPLES = ${SAMPLES}u; // representatives per scored half
+const NO_BLOCK = 0xffffffffu;
+// Representative i of the half [a, e) (tree-search.ts sampleBlock): the half cut into
+// s = min(SAMPLES, e − a) equal parts, part i represented by its centre or first block;
+// NO_BLOCK for i ≥ s. With SAMPLES = 1 this is repOf.
+fn sampleOf(a: u32, e: u32, i: u32) -> u32 {
+  let len = e - a;
+  let s = min(SAMPLES, len);
+  if (i >= s) { return NO_BLOCK; }
+  return select(a + ((2u * i + 1u) * len) / (2u * s), a + (i * len) / s, params.repFirst != 0u);
+}
 ${loadQ}
 ${score}
 ${sort}
@@ -633,6 +658,7 @@ fn main(${builtins.join(', ')}) {
   if (p1 > params.window) { re = max(rs, p1 - params.window); }
   let nb = (re - rs + params.bk - 1u) / params.bk;
   let headStride = params.numQueryBlocks * N;
+  let nodeMax = (nb + N - 1u) / N;
   let outBase = params.outOff + ((b * params.heads + h0) * params.numQueryBlocks + qb) * N;
 
   if (nb <= N) {
@@ -673,6 +699,9 @@ ${writeCands}    for (var s = ${2 * N}u + tid; s < P; s += WG) { cKey[s] = 0u; c
     workgroupBarrier();
     if (tid == 0u) { uShared = atomicLoad(&listCount); }
     let count = workgroupUniformLoad(&uShared);
+    // nodes start ⌈nb / N⌉ blocks long at most and halve (rounding up) every round
+    // key-block slots listed per candidate this round: min(SAMPLES, the round's largest half)
+    let sr = min(SAMPLES, (nodeMax + (1u << round) - 1u) >> round);
 
     for (var ch = 0u; ch < numChunks; ch++) {
       let hh = ch / chunksPerHead;
@@ -908,11 +937,15 @@ fn loadQueries(qBase: u32, rc: u32, tid: u32) {
 
   const helpers = `
 // Key slot → (candidate slot, key position), or NO_KEY past the list or where the key is clipped to R.
-fn keyOfSlot(slot: u32, nKeys: u32, rs: u32, re: u32) -> vec2<u32> {
+fn keyOfSlot(slot: u32, nKeys: u32, sr: u32, rs: u32, re: u32) -> vec2<u32> {
   if (slot >= nKeys) { return vec2<u32>(NO_KEY, 0u); }
-  let ci = list[slot / KB];
-  let t0 = rs + repOf(cStart[ci], cEnd[ci]) * params.bk;
-  let t = t0 + (slot % KB) * params.bsk;
+  let kc = KB * sr;
+  let ci = list[slot / kc];
+  let j = slot % kc;
+  let rep = sampleOf(cStart[ci], cEnd[ci], j / KB);
+  if (rep == NO_BLOCK) { return vec2<u32>(NO_KEY, 0u); }
+  let t0 = rs + rep * params.bk;
+  let t = t0 + (j % KB) * params.bsk;
   if (t >= min(t0 + params.bk, re)) { return vec2<u32>(NO_KEY, 0u); }
   return vec2<u32>(ci, t);
 }
@@ -953,7 +986,7 @@ fn shuffleXor(x: u32, m: u32, tid: u32) -> u32 {
   const gDecl = unrolled(DEPTH, (x) => unrolled(GPL, (i) => `      var g${x}_${i} = Chunk();\n`));
   const cond = (i: number) => (CPK % PARTS === 0 ? '' : `if (gpart + ${i * PARTS}u < CPK) `);
   const gather = (x: number, step: string) => `        {
-          let kt = keyOfSlot(((${step}) * TPS + team) * TN + gcol, nKeys, rs, re);
+          let kt = keyOfSlot(((${step}) * TPS + team) * TN + gcol, nKeys, sr, rs, re);
 ${unrolled(GPL, (i) => `          g${x}_${i} = Chunk();\n`)}          if (kt.x != NO_KEY) {
             let kr = kBase + kt.y * params.ksT;
 ${unrolled(GPL, (i) => `            ${cond(i)}{ g${x}_${i} = loadKc(kr + (gpart + ${i * PARTS}u) * CHUNK); }\n`)}          }
@@ -999,7 +1032,7 @@ ${unrolled(L.MTS, (mt) => `        var acc${mt} = subgroup_matrix_result<f32, TN
           // column maxima: lane → key column rsub·CPS + lane % CPS, rows lane / CPS + LPC·j
           let col = rsub * CPS + lane % CPS;
           let rg = lane / CPS;
-          let kt = keyOfSlot((stp * TPS + team) * TN + col, nKeys, rs, re);
+          let kt = keyOfSlot((stp * TPS + team) * TN + col, nKeys, sr, rs, re);
           var e = 0u; // enc(score) > 0 for every float
           if (kt.x != NO_KEY) {
             var best = LOWEST;
@@ -1025,7 +1058,7 @@ ${gather(x, `stp + ${DEPTH}u`)}        }
 ${mma}        workgroupBarrier();
 ${reduce}      }\n`;
   const inline = `{
-      let nKeys = count * KB;
+      let nKeys = count * KB * sr;
       let steps = ((nKeys + TN - 1u) / TN + TPS - 1u) / TPS;
       // every row valid and every key before every query: no per-row checks
       let fast = rc == ROWS && re <= posBase + 1u;
