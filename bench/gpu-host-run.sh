@@ -87,7 +87,7 @@ case $stage in
     ;;
   reps)
     # Representatives per half (--representative-blocks S): passkey at 8k on hip-testbed-mini,
-    # both haystacks, seed 21 (20 per depth) and a fresh seed 33 (40 per depth) with dense on the
+    # both haystacks, seed 21 (20 per depth) and a fresh seed 33 (30 per depth) with dense on the
     # same prompts; then the mask-estimation cost on the H200 kernel benchmark.
     {
       tmp=$(mktemp -d)
@@ -97,11 +97,11 @@ case $stage in
         step 60 $pk --trials 20 --seed 21 --attention hip --representative-blocks $S --json "$tmp/s21-embedded-S$S.json"
         step 60 $pk --trials 20 --seed 21 $g --attention hip --representative-blocks $S --json "$tmp/s21-grover-S$S.json"
       done
-      step 90 $pk --trials 40 --seed 33 --attention dense,streaming --json "$tmp/s33-embedded-dense.json"
-      step 90 $pk --trials 40 --seed 33 $g --attention dense,streaming --json "$tmp/s33-grover-dense.json"
+      step 90 $pk --trials 30 --seed 33 --attention dense,streaming --json "$tmp/s33-embedded-dense.json"
+      step 90 $pk --trials 30 --seed 33 $g --attention dense,streaming --json "$tmp/s33-grover-dense.json"
       for S in 1 2 3 4; do
-        step 60 $pk --trials 40 --seed 33 --attention hip --representative-blocks $S --json "$tmp/s33-embedded-S$S.json"
-        step 60 $pk --trials 40 --seed 33 $g --attention hip --representative-blocks $S --json "$tmp/s33-grover-S$S.json"
+        step 60 $pk --trials 30 --seed 33 --attention hip --representative-blocks $S --json "$tmp/s33-embedded-S$S.json"
+        step 60 $pk --trials 30 --seed 33 $g --attention hip --representative-blocks $S --json "$tmp/s33-grover-S$S.json"
       done
       node -e 'const fs=require("fs"),d=process.argv[1],o={};for(const f of fs.readdirSync(d).sort())o[f]=JSON.parse(fs.readFileSync(d+"/"+f,"utf8"));fs.writeFileSync(process.argv[2],JSON.stringify(o,null,1))' "$tmp" "$out/reps-passkey.json"
       for S in 1 2 3; do
