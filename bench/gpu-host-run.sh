@@ -132,5 +132,14 @@ case $stage in
       step 150 $cli eval ppl --device webgpu "${files[@]}" --context 8192 --max-windows 4 --attention hip --representative-blocks ${M28_PPL_REPS:-2} --json "$out/mini-ppl-reps.json"
     } 2>&1 | tee "$out/m28.log"
     ;;
+  m28final)
+    # hip-testbed-28m with the defaults on a fresh seed (33, 30 per depth), both haystacks.
+    {
+      mkdir -p /tmp/m28 && tar -xJf .m28/hip-testbed-28m.tar.xz -C /tmp/m28
+      pk="$cli eval passkey --model /tmp/m28/hip-testbed-28m --device webgpu --lengths 8192 --depths 0,0.25,0.5,0.75,1 --trials 30 --seed 33 --attention dense,hip,streaming"
+      step 200 $pk --json "$out/m28-s33-embedded.json" --chart "$out/m28-s33-embedded.svg"
+      step 200 $pk --haystack .evalsets/grover_cleveland.txt --json "$out/m28-s33-grover.json" --chart "$out/m28-s33-grover.svg"
+    } 2>&1 | tee "$out/m28final.log"
+    ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac

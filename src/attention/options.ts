@@ -31,7 +31,10 @@ export interface HipOptions {
   /**
    * Key blocks that represent a node when it is scored: the node is cut into this many equal
    * parts (fewer when it has fewer blocks), each represented as set by `representative`, and
-   * the node's score is their max. 1 is HIP.md's single representative. Default 1.
+   * the node's score is their max. 1 is HIP.md's single representative. Default 2: one
+   * representative loses a lone high-scoring key (a passkey needle) in roughly half of the
+   * rounds where it is not sampled; two halve that, for about twice the mask-estimation work
+   * (BENCHMARKS.md, "Representatives per half": 8k passkey on the testbed models).
    */
   representativeBlocks: number;
   /**
@@ -53,7 +56,7 @@ export const HIP_DEFAULTS: Readonly<HipOptions> = Object.freeze({
   refreshInterval: 8,
   denseLayers: 3,
   representative: 'center',
-  representativeBlocks: 1,
+  representativeBlocks: 2,
   headGroupSize: 1,
 });
 
