@@ -386,16 +386,19 @@ describe.skipIf(!nullGpu?.features.subgroupMatrix)('lean tensor-core kernel WGSL
 });
 
 describe('hipMaskCost', () => {
-  it('counts the parent-score reuse: the rounds splitting 2- and 3-block nodes at the defaults, every left half with representative first', () => {
+  it('counts the parent-score reuse with one representative per half (the rounds splitting 2- and 3-block nodes; every left half with representative first), none with two', () => {
     const shape = { batch: 1, heads: 32, kvHeads: 8, queryLength: 131072, keyLength: 131072, headDim: 128 };
-    const nominal = hipMaskCost(shape, {}, 'f16').flops;
-    const reused = hipMaskCost(shape, {}, 'f16', { reuse: true }).flops;
+    const one = { representativeBlocks: 1 };
+    const nominal = hipMaskCost(shape, one, 'f16').flops;
+    const reused = hipMaskCost(shape, one, 'f16', { reuse: true }).flops;
     // one or two of the ~8 rounds score half the candidates: ≈ 0.89 at 128k
     expect(reused / nominal).toBeGreaterThan(0.87);
     expect(reused / nominal).toBeLessThan(0.92);
-    const first = hipMaskCost(shape, { representative: 'first' }, 'f16', { reuse: true }).flops;
+    const first = hipMaskCost(shape, { ...one, representative: 'first' }, 'f16', { reuse: true }).flops;
     expect(first / nominal).toBeGreaterThan(0.5);
     expect(first / nominal).toBeLessThan(0.6);
+    // the default (two representatives): a half's score is never its parent's
+    expect(hipMaskCost(shape, {}, 'f16', { reuse: true }).flops).toBe(hipMaskCost(shape, {}, 'f16').flops);
   });
 
   it('bounds the CPU reference’s q·k products and grows like T log T', () => {
@@ -406,10 +409,15 @@ describe('hipMaskCost', () => {
     const products = c.flops / (2 * shape.headDim);
     expect(products).toBeGreaterThanOrEqual(ref.qkProducts);
     expect(products).toBeLessThanOrEqual(1.5 * ref.qkProducts);
-    const big = hipMaskCost({ batch: 1, heads: 32, kvHeads: 8, queryLength: 131072, keyLength: 131072, headDim: 128 }, {}, 'f16');
+    const bigShape = { batch: 1, heads: 32, kvHeads: 8, queryLength: 131072, keyLength: 131072, headDim: 128 };
+    const big = hipMaskCost(bigShape, { representativeBlocks: 1 }, 'f16');
     // ≈ 3.8 TFLOP at 128k for H = 32, d = 128 (HIP.md's 2n·log2(T/k) tiles of 32 × 2)
     expect(big.flops / 1e12).toBeGreaterThan(2.5);
     expect(big.flops / 1e12).toBeLessThan(5);
     expect(big.maxRounds).toBe(8);
+    // two representatives per half (default): twice that in the 7 rounds with halves of ≥ 2 blocks
+    const two = hipMaskCost(bigShape, {}, 'f16');
+    expect(two.flops / big.flops).toBeGreaterThan(1.8);
+    expect(two.flops / big.flops).toBeLessThan(2);
   });
 });
