@@ -131,7 +131,7 @@ const table = formatTable(
   }),
 );
 const machine = `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`;
-const header = `H=${heads}, H_kv=${kvHeads}, d=${headDim}, HiP defaults of HIP.md; inputs: smooth random-walk keys (src/attention/synthetic.ts localityProblem), seed ${seed}. Machine: ${machine}. Date: ${new Date().toISOString().slice(0, 10)}.`;
+const header = `H=${heads}, H_kv=${kvHeads}, d=${headDim}, HiP defaults (${HIP_DEFAULTS.representativeBlocks} representative block(s) per half); inputs: smooth random-walk keys (src/attention/synthetic.ts localityProblem), seed ${seed}. Machine: ${machine}. Date: ${new Date().toISOString().slice(0, 10)}.`;
 console.log(`${header}\n\n${table}`);
 await mkdir(join(packageRoot(), 'bench', 'results'), { recursive: true });
 await writeFile(opts.json as string, JSON.stringify({ date: new Date().toISOString(), machine, seed, heads, kvHeads, headDim, hip: HIP_DEFAULTS, rows }, null, 2));

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The GPU-host runs behind BENCHMARKS.md's GPU sections. Run from the project root on a host
-# prepared as in DEVELOPERS.md (`bash ../shared/gpu-host/pack.sh` here, then the GPU host gets
-# .gpu/, dist/ and .evalsets/ — a copy of the held-out evaluation texts):
-#   bash bench/gpu-host-run.sh bench OUTDIR   # attention kernels (+ PyTorch SDPA peer), whole models
-#   bash bench/gpu-host-run.sh eval OUTDIR    # passkey and perplexity of hip-testbed-mini on WebGPU, npm start demo
+# prepared as in BENCHMARKS.md, "Running on the GPU host" (`bash ../shared/gpu-host/pack.sh`
+# here; the GPU host gets .gpu/, dist/ and .evalsets/ — a copy of the held-out evaluation texts):
+#   bash bench/gpu-host-run.sh bench OUTDIR     # attention kernels (+ PyTorch SDPA peer), whole models
+#   bash bench/gpu-host-run.sh eval OUTDIR      # passkey and perplexity of hip-testbed-mini, npm start demo
+#   bash bench/gpu-host-run.sh passkey OUTDIR   # the passkey part of eval
+#   bash bench/gpu-host-run.sh sweep|sweep2 OUTDIR  # one HiP option changed at a time (passkey, mini)
+#   bash bench/gpu-host-run.sh reps OUTDIR      # representatives per half: passkey (mini) and mask cost
+#   bash bench/gpu-host-run.sh m28|m28final OUTDIR  # hip-testbed-28m from .m28/ (host prepared by an earlier call)
 # Each stage writes at most 8 files into OUTDIR (the device tool brings 8 back).
 set -uo pipefail
 stage=${1:?stage: bench or eval}

@@ -4,8 +4,8 @@
  *
  * Blocks are numbered 0 … numBlocks−1. Start with `n` equal nodes (spans of blocks); each round
  * splits every node of more than one block into two halves, scores each half by its
- * representative block (or the max over `blocks` evenly spread representatives, see
- * `representativeBlocks`), and keeps the n best of the (at most 2n) candidates. Nodes that are
+ * representative block (or the max over several evenly spread representatives: `spanScore`,
+ * `sampleBlock`), and keeps the n best of the (at most 2n) candidates. Nodes that are
  * already one block are carried over with their score. After ≈ log2(numBlocks / n) rounds
  * every node is one block: those are the selection.
  *

@@ -65,6 +65,7 @@ const OPTION_FIELDS: { key: OptionKey; label: string; title: string; for: Attent
   { key: 'refreshInterval', label: 'refresh interval', title: 'decoding: re-estimate the mask every n tokens', for: ['hip'] },
   { key: 'denseLayers', label: 'dense layers', title: 'first layers kept dense', for: ['hip'] },
   { key: 'headGroupSize', label: 'head group', title: 'consecutive heads sharing one top-k', for: ['hip'] },
+  { key: 'representativeBlocks', label: 'representatives', title: 'key blocks that score a half of the tree search (its score is their max; 1 = HIP.md)', for: ['hip'] },
   { key: 'streamingSink', label: 'StreamingLLM sink', title: 'StreamingLLM: first tokens attended', for: ['streaming'] },
   { key: 'streamingWindow', label: 'StreamingLLM window', title: 'StreamingLLM: most recent tokens attended', for: ['streaming'] },
 ];
@@ -118,6 +119,7 @@ function readOptions(): { hip: HipOptions; streaming: StreamingOptions } {
     refreshInterval: v('refreshInterval'),
     denseLayers: v('denseLayers'),
     headGroupSize: v('headGroupSize'),
+    representativeBlocks: v('representativeBlocks'),
     representative: representative.value as HipOptions['representative'],
   });
   const streaming = resolveStreamingOptions({ sinkTokens: v('streamingSink'), slidingWindow: v('streamingWindow') });

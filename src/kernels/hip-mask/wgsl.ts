@@ -12,8 +12,9 @@
  *  2. node i becomes candidate slots 2i and 2i+1 (its two halves [a, a+ceil(c/2)),
  *     [a+ceil(c/2), e)), or slot 2i alone when it is one block (carried with its score) and a
  *     padding entry in 2i+1; the slots that need a score are appended to a list;
- *  3. scoring: every listed candidate's representative block is scored as the max over the
- *     strided queries × strided keys (clipped to R, causal) of q·k, accumulated with atomicMax
+ *  3. scoring: every listed candidate's representative blocks (SAMPLES of them at most, see
+ *     sampleOf) are scored as the max over the strided queries × strided keys (clipped to R,
+ *     causal) of q·k, accumulated with atomicMax
  *     on an order-preserving u32 encoding of the f32 score. Two implementations:
  *     - 'scalar': one thread per (candidate, key of the block), all rows of the chunk in
  *       registers (optionally with compensated, error-free-transformation dot products, so the
