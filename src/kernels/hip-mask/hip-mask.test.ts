@@ -53,89 +53,80 @@ async function run(
   }
 }
 
+/** Runs and expects the GPU's masks to equal the CPU reference's in every query block. */
+async function expectEqualMasks(...args: Parameters<typeof run>): Promise<void> {
+  const r = await run(...args);
+  expect(r.firstDiff).toBeUndefined();
+  expect(r.equal).toBe(1);
+}
+
 describe.skipIf(!gpu)('HiP mask estimation on the GPU vs estimateHipMask', () => {
   it('f32: equal masks with GQA 4, ragged length, many rounds (small options)', async () => {
-    const r = await run('hip-mask gqa4 ragged', { batch: 1, heads: 4, kvHeads: 1, queryLength: 1500, keyLength: 1500, headDim: 64 }, SMALL, 'f32');
-    expect(r.firstDiff).toBeUndefined();
-    expect(r.equal).toBe(1);
+    await expectEqualMasks('hip-mask gqa4 ragged', { batch: 1, heads: 4, kvHeads: 1, queryLength: 1500, keyLength: 1500, headDim: 64 }, SMALL, 'f32');
   });
 
   it("f32: head groups spanning KV heads, representative 'first', strided keys, batch 2, q as [tokens, heads, d], offsets", async () => {
-    const r = await run(
+    await expectEqualMasks(
       'hip-mask groups first',
       { batch: 2, heads: 4, kvHeads: 4, queryLength: 611, keyLength: 611, headDim: 64, qLayout: 'bthd', qOffset: 64, kOffset: 128, keyCapacity: 700 },
       { ...SMALL, headGroupSize: 2, representative: 'first', blockStrideK: 2 },
       'f32',
     );
-    expect(r.firstDiff).toBeUndefined();
-    expect(r.equal).toBe(1);
   });
 
   it('f32: chunked prefill (query offset) with GQA 8', async () => {
-    const r = await run(
+    await expectEqualMasks(
       'hip-mask chunked gqa8',
       { batch: 1, heads: 8, kvHeads: 1, queryLength: 333, keyLength: 1733, queryOffset: 1400, keyCapacity: 1800, headDim: 64 },
       SMALL,
       'f32',
     );
-    expect(r.firstDiff).toBeUndefined();
-    expect(r.equal).toBe(1);
   });
 
   for (const subgroupSort of [true, false]) {
     it(`f32: exact ties (small integer inputs) are broken towards the lower block, as on the CPU (${subgroupSort ? 'register/subgroup' : 'workgroup-memory'} sort)`, async () => {
       if (subgroupSort && !(gpu!.features.subgroups && gpu!.adapterInfo.subgroupMinSize === gpu!.adapterInfo.subgroupMaxSize)) return;
-      const r = await run(
+      await expectEqualMasks(
         `hip-mask ties ${subgroupSort ? 'sg' : 'wg'} sort`,
         { batch: 1, heads: 2, kvHeads: 1, queryLength: 900, keyLength: 900, headDim: 64, values: 'integer' },
         { ...SMALL, representative: 'first' },
         'f32',
         { subgroupSort },
       );
-      expect(r.firstDiff).toBeUndefined();
-      expect(r.equal).toBe(1);
     });
   }
 
   it('f32: HIP.md defaults at 2.5k tokens, head dim 128', async () => {
-    const r = await run('hip-mask defaults', { batch: 1, heads: 2, kvHeads: 1, queryLength: 2500, keyLength: 2500, headDim: 128 }, {}, 'f32');
-    expect(r.firstDiff).toBeUndefined();
-    expect(r.equal).toBe(1);
+    await expectEqualMasks('hip-mask defaults', { batch: 1, heads: 2, kvHeads: 1, queryLength: 2500, keyLength: 2500, headDim: 128 }, {}, 'f32');
   });
 
   it('f32: decode refresh (queryLength 1), batch 2, GQA 4, defaults', async () => {
-    const r = await run(
+    await expectEqualMasks(
       'hip-mask decode',
       { batch: 2, heads: 8, kvHeads: 2, queryLength: 1, keyLength: 5000, keyCapacity: 5120, headDim: 128 },
       {},
       'f32',
     );
-    expect(r.firstDiff).toBeUndefined();
-    expect(r.equal).toBe(1);
   });
 
   for (const [blocks, representative] of [[2, 'center'], [3, 'first'], [4, 'center']] as const) {
     it(`f32: ${blocks} representatives per half ('${representative}'): equal masks, also in rounds where halves are shorter than that`, async () => {
-      const r = await run(
+      await expectEqualMasks(
         `hip-mask ${blocks} representatives ${representative}`,
         { batch: 1, heads: 4, kvHeads: 2, queryLength: 1700, keyLength: 1700, headDim: 64 },
         { ...SMALL, representativeBlocks: blocks, representative },
         'f32',
       );
-      expect(r.firstDiff).toBeUndefined();
-      expect(r.equal).toBe(1);
     });
   }
 
   it('f32: 2 representatives per half, decode refresh (queryLength 1), defaults otherwise', async () => {
-    const r = await run(
+    await expectEqualMasks(
       'hip-mask decode 2 representatives',
       { batch: 1, heads: 4, kvHeads: 1, queryLength: 1, keyLength: 6000, keyCapacity: 6016, headDim: 64 },
       { representativeBlocks: 2 },
       'f32',
     );
-    expect(r.firstDiff).toBeUndefined();
-    expect(r.equal).toBe(1);
   });
 
   it('f16 storage (plain f32 accumulation): recall ≥ 0.99 vs the CPU on the same f16-rounded inputs', async () => {
@@ -243,15 +234,13 @@ describe.skipIf(!gpu)('HiP mask estimation on the GPU vs estimateHipMask', () =>
   });
 
   it('splits q, k and mask bindings over several dispatches when they exceed the binding limit', async () => {
-    const r = await run(
+    await expectEqualMasks(
       'hip-mask split bindings',
       { batch: 2, heads: 4, kvHeads: 1, queryLength: 700, keyLength: 700, headDim: 64 },
       SMALL,
       'f32',
       { maxBindingBytes: 256 * 1024 },
     );
-    expect(r.firstDiff).toBeUndefined();
-    expect(r.equal).toBe(1);
     // the split really happened
     const e = await createHipMaskEstimator(gpu!, { dtype: 'f32', headDim: 64, options: SMALL, kinds: ['prefill'], maxBindingBytes: 256 * 1024 });
     const cpu = randomCpuProblem(1, { batch: 2, heads: 4, kvHeads: 1, queryLength: 700, keyLength: 700, headDim: 64 }, 'f32');
