@@ -60,6 +60,7 @@ function addRetrievalOptions(cmd: Command, defaults: { lengths: string; trials: 
     .option('--lengths <tokens>', 'comma-separated context lengths (prompt + answer)', intListArg('--lengths'), intListArg('--lengths')(defaults.lengths))
     .option('--depths <fractions>', 'comma-separated needle depths in [0, 1]', depthListArg, [0, 0.25, 0.5, 0.75, 1])
     .option('--trials <n>', 'trials per (length, depth) cell', intArg('--trials'), defaults.trials)
+    .option('--first-trial <n>', 'index of the first trial (rerun trial N of a run alone: --first-trial N --trials 1)', intArg('--first-trial'), 0)
     .option('--seed <n>', 'seed of the prompts (filler offsets, passkeys, keys)', intArg('--seed'), 1)
     .option('--last-token-decode', "feed the prompt's last token as a decoding step (HiP: its mask is estimated for that query alone, not shared with its query block)")
     .addOption(new Option('--format <layout>', 'prompt layout: plain (BOS + prose, as hip-testbed was trained) or landmark (task line + filler sentences, chat template)').choices([...PROMPT_LAYOUTS]).default('plain'));
@@ -259,7 +260,7 @@ export async function runRetrievalCommand(s: RetrievalCommandSpec): Promise<{ ro
   try {
     result = await runRetrieval(
       s.makeTask,
-      { methods, lengths: s.lengths, depths: s.depths, trials: s.trials, lastTokenAsDecode: s.opts.lastTokenDecode === true },
+      { methods, lengths: s.lengths, depths: s.depths, trials: s.trials, firstTrial: s.opts.firstTrial as number | undefined, lastTokenAsDecode: s.opts.lastTokenDecode === true },
       session.loader(),
       {
         signal: session.controller.signal,
@@ -350,7 +351,7 @@ export function registerEval(program: Command): void {
       task: 'passkey',
       chartTask: 'passkey',
       opts: opts,
-      options: { lengths: opts.lengths, depths: opts.depths, trials: opts.trials, seed: opts.seed, format: opts.format, haystack: opts.format === 'plain' ? (opts.haystack ?? defaultHaystackPath()) : undefined },
+      options: { lengths: opts.lengths, depths: opts.depths, trials: opts.trials, firstTrial: opts.firstTrial, seed: opts.seed, format: opts.format, haystack: opts.format === 'plain' ? (opts.haystack ?? defaultHaystackPath()) : undefined },
       makeTask: (tokenizer) => passkeyTask({ tokenizer, layout: opts.format, seed: opts.seed, haystack: opts.format === 'plain' ? new Haystack(tokenizer, text, basename(opts.haystack ?? defaultHaystackPath())) : undefined }),
       lengths: opts.lengths,
       depths: opts.depths,
@@ -370,7 +371,7 @@ export function registerEval(program: Command): void {
       task: 'kv',
       chartTask: 'key–value retrieval',
       opts: opts,
-      options: { lengths: opts.lengths, depths: opts.depths, trials: opts.trials, seed: opts.seed, format: opts.format },
+      options: { lengths: opts.lengths, depths: opts.depths, trials: opts.trials, firstTrial: opts.firstTrial, seed: opts.seed, format: opts.format },
       makeTask: (tokenizer) => kvTask({ tokenizer, layout: opts.format, seed: opts.seed }),
       lengths: opts.lengths,
       depths: opts.depths,
@@ -403,6 +404,7 @@ export function registerEval(program: Command): void {
           lengths: opts.lengths,
           depths: opts.depths,
           trials: opts.trials,
+          firstTrial: opts.firstTrial,
           seed: opts.seed,
           format: opts.format,
           haystack: path,

@@ -75,6 +75,14 @@ describe('eval runners on stories260K', () => {
     });
     expect(part.interrupted).toBe(true);
     expect(part.rows).toHaveLength(1);
+    // one trial of a run, alone: the same prompt (hence answer) as in the full run
+    const one = await runRetrieval(() => task, { methods: ['dense'], lengths: [64], depths: [1], trials: 1, firstTrial: 1 }, load);
+    const inFull = res.outputs.find((o) => o.attention === 'dense' && o.length === 64 && o.depth === 1 && o.trial === 1)!;
+    expect(one.outputs).toHaveLength(1);
+    expect(one.outputs[0]!.trial).toBe(1);
+    expect(one.outputs[0]!.answer).toBe(inFull.answer);
+    expect(one.outputs[0]!.output).toBe(inFull.output);
+    await expect(runRetrieval(() => task, { methods: ['dense'], lengths: [64], depths: [1], trials: 1, firstTrial: -1 }, load)).rejects.toThrow(/first trial/);
   });
 
   it('isCorrect: first number for passkeys, substring otherwise', () => {

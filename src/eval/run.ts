@@ -127,6 +127,11 @@ export interface RetrievalSpec {
   lengths: readonly number[];
   depths: readonly number[];
   trials: number;
+  /**
+   * Index of the first trial (default 0): trials firstTrial … firstTrial + trials − 1 run, so one
+   * trial of an earlier run (its JSON `trial`) can be run again alone with the same seed.
+   */
+  firstTrial?: number;
   /** See greedyContinuation. Default false (as HipModel.generate). */
   lastTokenAsDecode?: boolean;
 }
@@ -155,6 +160,8 @@ function checkGrid(spec: RetrievalSpec): void {
     throw new HipAttnError('INVALID_OPTION', `depths must be in [0, 1], got ${spec.depths.join(',')}`);
   }
   if (!Number.isSafeInteger(spec.trials) || spec.trials < 1) throw new HipAttnError('INVALID_OPTION', `trials must be ≥ 1, got ${spec.trials}`);
+  const first = spec.firstTrial ?? 0;
+  if (!Number.isSafeInteger(first) || first < 0) throw new HipAttnError('INVALID_OPTION', `the first trial must be an integer ≥ 0, got ${first}`);
 }
 
 /**
@@ -213,14 +220,15 @@ export async function runRetrieval(
     for (const length of spec.lengths) {
       for (const depth of spec.depths) {
         const outcomes: boolean[] = [];
-        for (let trial = 0; trial < spec.trials; trial++) {
+        const firstTrial = spec.firstTrial ?? 0;
+        for (let trial = firstTrial; trial < firstTrial + spec.trials; trial++) {
           const key = `${length}/${depth}/${trial}`;
           let prompt = prompts.get(key);
           if (!prompt) {
             prompt = task.build(length, depth, trial);
             prompts.set(key, prompt);
           }
-          const label = `${method} ${length} @${Math.round(depth * 100)}% trial ${trial + 1}/${spec.trials}`;
+          const label = `${method} ${length} @${Math.round(depth * 100)}% trial ${trial - firstTrial + 1}/${spec.trials}`;
           const base = doneWork;
           hooks.onProgress?.({ fraction: doneWork / totalWork, label });
           const t0 = performance.now();
