@@ -27,6 +27,12 @@ step() {
   echo "=== exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s"
 }
 
+# Merges the JSON files of folder $1 into one object keyed by file name, written to $2 (the
+# device brings back 8 files at most).
+merge_json() {
+  node -e 'const fs=require("fs"),d=process.argv[1],o={};for(const f of fs.readdirSync(d).sort())o[f]=JSON.parse(fs.readFileSync(d+"/"+f,"utf8"));fs.writeFileSync(process.argv[2],JSON.stringify(o,null,1))' "$1" "$2"
+}
+
 case $stage in
   bench)
     {
@@ -107,7 +113,7 @@ case $stage in
         step 60 $pk --trials 30 --seed 33 --attention hip --representative-blocks $S --json "$tmp/s33-embedded-S$S.json"
         step 60 $pk --trials 30 --seed 33 $g --attention hip --representative-blocks $S --json "$tmp/s33-grover-S$S.json"
       done
-      node -e 'const fs=require("fs"),d=process.argv[1],o={};for(const f of fs.readdirSync(d).sort())o[f]=JSON.parse(fs.readFileSync(d+"/"+f,"utf8"));fs.writeFileSync(process.argv[2],JSON.stringify(o,null,1))' "$tmp" "$out/reps-passkey.json"
+      merge_json "$tmp" "$out/reps-passkey.json"
       for S in 1 2 3; do
         step 120 $cli bench attention --methods hip --modes prefill --seq-lens 8192,32768,131072 --representative-blocks $S --json "$out/reps-bench-S$S.json"
       done
@@ -128,7 +134,7 @@ case $stage in
         step 90 $pk --attention hip --representative-blocks $S --json "$tmp/m28-s21-embedded-S$S.json"
         step 90 $pk $g --attention hip --representative-blocks $S --json "$tmp/m28-s21-grover-S$S.json"
       done
-      node -e 'const fs=require("fs"),d=process.argv[1],o={};for(const f of fs.readdirSync(d).sort())o[f]=JSON.parse(fs.readFileSync(d+"/"+f,"utf8"));fs.writeFileSync(process.argv[2],JSON.stringify(o,null,1))' "$tmp" "$out/m28-passkey.json"
+      merge_json "$tmp" "$out/m28-passkey.json"
       files=()
       for f in .evalsets/*.txt .evalsets/*.raw; do files+=(--file "$f"); done
       step 150 $cli eval ppl $m --device webgpu "${files[@]}" --context 8192 --max-windows 4 --attention dense,hip --json "$out/m28-ppl.json"

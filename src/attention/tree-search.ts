@@ -14,17 +14,11 @@
  */
 import type { Representative } from './options.js';
 
-/** The block that represents the span [start, end) of blocks when it is scored. */
-export function representativeBlock(start: number, end: number, representative: Representative): number {
-  // 'center': the block holding the span's middle key (the later one of the two middle blocks
-  // when the span has an even number of blocks). 'first': the span's first block (arXiv v1).
-  return representative === 'first' ? start : start + ((end - start) >> 1);
-}
-
 /**
  * Representative `i` of the span [start, end) scored by `blocks` representatives: the span is cut
  * into s = min(blocks, end − start) equal parts and part i (i < s) is represented like a whole
- * span — its centre block, or its first. With blocks = 1 this is `representativeBlock`. Returns −1
+ * span — its centre block (the later of the two middle blocks of an even span), or its first
+ * (arXiv v1). With blocks = 1: start + ⌊(end − start) / 2⌋, or start. Returns −1
  * for i ≥ s (a span shorter than `blocks` has fewer representatives). The GPU kernels use the
  * same integer formulas.
  */
@@ -43,7 +37,6 @@ export function spanScore(
   representative: Representative,
   blocks: number,
 ): number {
-  if (blocks === 1) return scoreBlock(representativeBlock(start, end, representative));
   let best = -Infinity;
   for (let i = 0; ; i++) {
     const b = sampleBlock(start, end, representative, blocks, i);

@@ -250,7 +250,8 @@ export interface RetrievalCommandSpec {
 /** Runs a retrieval task end to end: progress, JSON after each cell, tables, chart. */
 export async function runRetrievalCommand(s: RetrievalCommandSpec): Promise<{ rows: RetrievalRow[]; timings: MethodTiming[]; interrupted: boolean }> {
   checkOutputs(s.opts);
-  const session = new EvalSession<RetrievalRow>(s.task, s.opts, s.options);
+  const firstTrial = s.opts.firstTrial as number | undefined; // --first-trial (every retrieval command)
+  const session = new EvalSession<RetrievalRow>(s.task, s.opts, { ...s.options, firstTrial });
   const methods = s.opts.attention;
   console.error(
     `${s.chartTask}: ${basename(session.modelPath)}, attention ${methods.join(', ')}, lengths ${s.lengths.join(',')}, depths ${s.depths.join(',')}, ${s.trials} trial${s.trials === 1 ? '' : 's'} per cell`,
@@ -260,7 +261,7 @@ export async function runRetrievalCommand(s: RetrievalCommandSpec): Promise<{ ro
   try {
     result = await runRetrieval(
       s.makeTask,
-      { methods, lengths: s.lengths, depths: s.depths, trials: s.trials, firstTrial: s.opts.firstTrial as number | undefined, lastTokenAsDecode: s.opts.lastTokenDecode === true },
+      { methods, lengths: s.lengths, depths: s.depths, trials: s.trials, firstTrial, lastTokenAsDecode: s.opts.lastTokenDecode === true },
       session.loader(),
       {
         signal: session.controller.signal,
@@ -351,7 +352,7 @@ export function registerEval(program: Command): void {
       task: 'passkey',
       chartTask: 'passkey',
       opts: opts,
-      options: { lengths: opts.lengths, depths: opts.depths, trials: opts.trials, firstTrial: opts.firstTrial, seed: opts.seed, format: opts.format, haystack: opts.format === 'plain' ? (opts.haystack ?? defaultHaystackPath()) : undefined },
+      options: { lengths: opts.lengths, depths: opts.depths, trials: opts.trials, seed: opts.seed, format: opts.format, haystack: opts.format === 'plain' ? (opts.haystack ?? defaultHaystackPath()) : undefined },
       makeTask: (tokenizer) => passkeyTask({ tokenizer, layout: opts.format, seed: opts.seed, haystack: opts.format === 'plain' ? new Haystack(tokenizer, text, basename(opts.haystack ?? defaultHaystackPath())) : undefined }),
       lengths: opts.lengths,
       depths: opts.depths,
@@ -371,7 +372,7 @@ export function registerEval(program: Command): void {
       task: 'kv',
       chartTask: 'key–value retrieval',
       opts: opts,
-      options: { lengths: opts.lengths, depths: opts.depths, trials: opts.trials, firstTrial: opts.firstTrial, seed: opts.seed, format: opts.format },
+      options: { lengths: opts.lengths, depths: opts.depths, trials: opts.trials, seed: opts.seed, format: opts.format },
       makeTask: (tokenizer) => kvTask({ tokenizer, layout: opts.format, seed: opts.seed }),
       lengths: opts.lengths,
       depths: opts.depths,
@@ -404,7 +405,6 @@ export function registerEval(program: Command): void {
           lengths: opts.lengths,
           depths: opts.depths,
           trials: opts.trials,
-          firstTrial: opts.firstTrial,
           seed: opts.seed,
           format: opts.format,
           haystack: path,

@@ -206,6 +206,7 @@ export async function runRetrieval(
   hooks: RunHooks<RetrievalRow> & { onTrial?: (t: TrialRecord) => void } = {},
 ): Promise<RetrievalResult> {
   checkGrid(spec);
+  const firstTrial = spec.firstTrial ?? 0;
   const maxLength = Math.max(...spec.lengths);
   const perMethod = spec.lengths.reduce((s, l) => s + l * spec.depths.length * spec.trials, 0);
   const totalWork = perMethod * spec.methods.length;
@@ -220,7 +221,6 @@ export async function runRetrieval(
     for (const length of spec.lengths) {
       for (const depth of spec.depths) {
         const outcomes: boolean[] = [];
-        const firstTrial = spec.firstTrial ?? 0;
         for (let trial = firstTrial; trial < firstTrial + spec.trials; trial++) {
           const key = `${length}/${depth}/${trial}`;
           let prompt = prompts.get(key);

@@ -70,11 +70,11 @@ export function hipMaskCost(
       // representatives of a half of (at most) `len` blocks
       const per = (len: number) => Math.min(o.representativeBlocks, len);
       const single = o.representativeBlocks === 1 && reuse; // parent-score reuse needs one representative
-      const first = Math.max(big > 1 && numBig > 0 ? big : small, 2);
-      let r = (small > 1 ? 2 * n : 2 * numBig + (n - numBig)) * per(Math.ceil(first / 2)); // round 1
+      const largest = Math.max(big > 1 && numBig > 0 ? big : small, 2); // blocks of the largest first node
+      let r = (small > 1 ? 2 * n : 2 * numBig + (n - numBig)) * per(Math.ceil(largest / 2)); // round 1
       let rounds = 1;
       // later rounds, by the size of the nodes being split (the largest one's halving sequence)
-      for (let size = Math.ceil(first / 2); size > 1; size = Math.ceil(size / 2)) {
+      for (let size = Math.ceil(largest / 2); size > 1; size = Math.ceil(size / 2)) {
         r += (single && (o.representative === 'first' || size <= 3) ? n : 2 * n) * per(Math.ceil(size / 2));
         rounds++;
       }

@@ -314,16 +314,11 @@ fn loadQueries(qBase: u32, rc: u32, tid: u32) {
     score = `
 // Scores this chunk's rows against every listed candidate (one thread per candidate key).
 fn scoreChunk(count: u32, sr: u32, kBase: u32, posBase: u32, rc: u32, rs: u32, re: u32, tid: u32) {
-  let kb = params.keysPerBlock;
-  let kc = kb * sr; // key slots per candidate
-  for (var slot = tid; slot < count * kc; slot += WG) {
-    let ci = list[slot / kc];
-    let j = slot % kc;
-    let rep = sampleOf(cStart[ci], cEnd[ci], j / kb);
-    if (rep == NO_BLOCK) { continue; }
-    let t0 = rs + rep * params.bk;
-    let t = t0 + (j % kb) * params.bsk;
-    if (t >= min(t0 + params.bk, re)) { continue; }
+  for (var slot = tid; slot < count * params.keysPerBlock * sr; slot += WG) {
+    let kt = slotKey(slot, count, params.keysPerBlock, sr, rs, re);
+    if (kt.x == NO_KEY) { continue; }
+    let ci = kt.x;
+    let t = kt.y;
     let kRow = kBase + t * params.ksT;
     var best = LOWEST;
     var any = false;
@@ -386,8 +381,9 @@ fn loadQueries(qBase: u32, rc: u32, tid: u32) {
     const gatherDecl = unrolled(gatherPerLane, (i) => `  var g${i} = Chunk();\n`);
     const gatherLoad = (tileExpr: string) =>
       `    {
-      let kr = keyRow(${tileExpr} * TN + lane % TN, count, sr, kBase, rs, re);
-${unrolled(gatherPerLane, (i) => `      g${i} = Chunk();\n`)}      if (kr != NO_KEY) {
+      let kt = slotKey(${tileExpr} * TN + lane % TN, count, params.keysPerBlock, sr, rs, re);
+${unrolled(gatherPerLane, (i) => `      g${i} = Chunk();\n`)}      if (kt.x != NO_KEY) {
+        let kr = kBase + kt.y * params.ksT;
 ${unrolled(gatherPerLane, (i) => `        { let ch = lane / TN + ${i * parts}u; if (ch < ${chunksPerKey}u) { g${i} = loadKc(kr + ch * CHUNK); } }\n`)}      }
     }\n`;
     const gatherStore = unrolled(
@@ -420,36 +416,10 @@ ${unrolled(MT, (mt) => `    var acc${mt} = subgroup_matrix_result<f32, TN, TM>()
     }`;
     const rowParts = m.subgroupSize / m.N;
     score = `
-const NO_KEY = 0xffffffffu;
-// Key-row element offset of key slot \`slot\` (candidate list[slot / kb], key slot % kb), or NO_KEY.
-fn keyRow(slot: u32, count: u32, sr: u32, kBase: u32, rs: u32, re: u32) -> u32 {
-  let kb = params.keysPerBlock;
-  let kc = kb * sr;
-  if (slot >= count * kc) { return NO_KEY; }
-  let ci = list[slot / kc];
-  let j = slot % kc;
-  let rep = sampleOf(cStart[ci], cEnd[ci], j / kb);
-  if (rep == NO_BLOCK) { return NO_KEY; }
-  let t0 = rs + rep * params.bk;
-  let t = t0 + (j % kb) * params.bsk;
-  if (t >= min(t0 + params.bk, re)) { return NO_KEY; }
-  return kBase + t * params.ksT;
-}
-
-// (only for slots whose keyRow is a key)
-fn keyPos(slot: u32, sr: u32, rs: u32) -> u32 {
-  let kb = params.keysPerBlock;
-  let kc = kb * sr;
-  let ci = list[slot / kc];
-  let j = slot % kc;
-  return rs + sampleOf(cStart[ci], cEnd[ci], j / kb) * params.bk + (j % kb) * params.bsk;
-}
-
 // Scores this chunk's rows against every listed candidate, N key slots per subgroup tile.
 // Every invocation runs the same number of iterations (barriers inside).
 fn scoreChunk(count: u32, sr: u32, kBase: u32, posBase: u32, rc: u32, rs: u32, re: u32, sg: u32, lane: u32) {
-  let kc = params.keysPerBlock * sr;
-  let tiles = (count * kc + TN - 1u) / TN;
+  let tiles = (count * params.keysPerBlock * sr + TN - 1u) / TN;
   let iters = (tiles + NSG - 1u) / NSG;
   let sb = sg * TN * QS;
   let rb = sg * ${ROWS}u * TN;
@@ -467,15 +437,15 @@ ${mma}
     {
       let c = lane % TN;
       let slot = tile * TN + c;
-      let kr = keyRow(slot, count, sr, kBase, rs, re);
-      if (kr != NO_KEY) {
-        let t = keyPos(slot, sr, rs);
+      let kt = slotKey(slot, count, params.keysPerBlock, sr, rs, re);
+      if (kt.x != NO_KEY) {
+        let t = kt.y;
         var best = LOWEST;
         var any = false;
         for (var r = lane / TN; r < rc; r += ${rowParts}u) {
           if (t <= posBase + r * params.bsq) { best = max(best, res[rb + r * TN + c]); any = true; }
         }
-        if (any) { atomicMax(&acc[list[slot / kc]], enc(best)); }
+        if (any) { atomicMax(&acc[kt.x], enc(best)); }
       }
     }
   }
@@ -536,9 +506,9 @@ fn sortCandidates(tid: u32) {
             ? `
         // a half represented by its parent's representative block keeps the parent's score
         if (nk${i} != UNSCORED) {
-          let pr = repOf(a, e);
-          if (repOf(a, mid) == pr) { cKey[2u * i] = nk${i}; lo${i} = false; }
-          if (repOf(mid, e) == pr) { cKey[2u * i + 1u] = nk${i}; hi${i} = false; }
+          let pr = sampleOf(a, e, 0u);
+          if (sampleOf(a, mid, 0u) == pr) { cKey[2u * i] = nk${i}; lo${i} = false; }
+          if (sampleOf(mid, e, 0u) == pr) { cKey[2u * i + 1u] = nk${i}; hi${i} = false; }
         }`
             : ''
         }
@@ -619,19 +589,33 @@ fn enc(f: f32) -> u32 {
   return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
 }
 
-// Representative block of the node [a, e): its centre, or its first block.
-fn repOf(a: u32, e: u32) -> u32 { return select(a + ((e - a) >> 1u), a, params.repFirst != 0u); }
-
 const SAMPLES = ${SAMPLES}u; // representatives per scored half
 const NO_BLOCK = 0xffffffffu;
+const NO_KEY = 0xffffffffu;
 // Representative i of the half [a, e) (tree-search.ts sampleBlock): the half cut into
 // s = min(SAMPLES, e − a) equal parts, part i represented by its centre or first block;
-// NO_BLOCK for i ≥ s. With SAMPLES = 1 this is repOf.
+// NO_BLOCK for i ≥ s. With SAMPLES = 1, i = 0: the centre block a + ⌊(e − a) / 2⌋ or a.
 fn sampleOf(a: u32, e: u32, i: u32) -> u32 {
   let len = e - a;
   let s = min(SAMPLES, len);
   if (i >= s) { return NO_BLOCK; }
   return select(a + ((2u * i + 1u) * len) / (2u * s), a + (i * len) / s, params.repFirst != 0u);
+}
+
+// Key slot → (candidate slot, key position), or NO_KEY. Each of the \`count\` listed candidates has
+// sr · kb slots: sr representatives (sampleOf) of kb strided keys each. NO_KEY past the list,
+// past a short half's representatives, or where the key is clipped to R.
+fn slotKey(slot: u32, count: u32, kb: u32, sr: u32, rs: u32, re: u32) -> vec2<u32> {
+  let kc = kb * sr;
+  if (slot >= count * kc) { return vec2<u32>(NO_KEY, 0u); }
+  let ci = list[slot / kc];
+  let j = slot % kc;
+  let rep = sampleOf(cStart[ci], cEnd[ci], j / kb);
+  if (rep == NO_BLOCK) { return vec2<u32>(NO_KEY, 0u); }
+  let t0 = rs + rep * params.bk;
+  let t = t0 + (j % kb) * params.bsk;
+  if (t >= min(t0 + params.bk, re)) { return vec2<u32>(NO_KEY, 0u); }
+  return vec2<u32>(ci, t);
 }
 ${loadQ}
 ${score}
@@ -920,7 +904,6 @@ const LPC = ${u(L.LPC)}; // reduce: lanes per column
 const RSTR = ${u(L.RSTR)}; // row stride of the score tiles
 const PARTS = ${u(PARTS)}; // gather: lanes per key
 const CPK = ${u(CPK)}; // gather: 16-byte chunks per key
-const NO_KEY = 0xffffffffu;
 var<workgroup> stage: array<${ET}, ${L.stageLen}>;${L.qAliased ? ' // also the query tile, before the fragments are loaded' : ''}
 ${L.qhLen ? `var<workgroup> qh: array<${ET}, ${L.qhLen}>;\n` : ''}${L.qeLen ? `var<workgroup> qe: array<${ET}, ${L.qeLen}>; // emulation: the query fragments\n` : ''}var<workgroup> res: array<f32, ${L.resLen}>;
 ${L.scratchLen ? `var<workgroup> scratch: array<u32, ${L.scratchLen}>; // emulation: subgroup shuffles\n` : ''}`;
@@ -937,19 +920,6 @@ fn loadQueries(qBase: u32, rc: u32, tid: u32) {
 }`;
 
   const helpers = `
-// Key slot → (candidate slot, key position), or NO_KEY past the list or where the key is clipped to R.
-fn keyOfSlot(slot: u32, nKeys: u32, sr: u32, rs: u32, re: u32) -> vec2<u32> {
-  if (slot >= nKeys) { return vec2<u32>(NO_KEY, 0u); }
-  let kc = KB * sr;
-  let ci = list[slot / kc];
-  let j = slot % kc;
-  let rep = sampleOf(cStart[ci], cEnd[ci], j / KB);
-  if (rep == NO_BLOCK) { return vec2<u32>(NO_KEY, 0u); }
-  let t0 = rs + rep * params.bk;
-  let t = t0 + (j % KB) * params.bsk;
-  if (t >= min(t0 + params.bk, re)) { return vec2<u32>(NO_KEY, 0u); }
-  return vec2<u32>(ci, t);
-}
 ${
   real
     ? ''
@@ -987,7 +957,7 @@ fn shuffleXor(x: u32, m: u32, tid: u32) -> u32 {
   const gDecl = unrolled(DEPTH, (x) => unrolled(GPL, (i) => `      var g${x}_${i} = Chunk();\n`));
   const cond = (i: number) => (CPK % PARTS === 0 ? '' : `if (gpart + ${i * PARTS}u < CPK) `);
   const gather = (x: number, step: string) => `        {
-          let kt = keyOfSlot(((${step}) * TPS + team) * TN + gcol, nKeys, sr, rs, re);
+          let kt = slotKey(((${step}) * TPS + team) * TN + gcol, count, KB, sr, rs, re);
 ${unrolled(GPL, (i) => `          g${x}_${i} = Chunk();\n`)}          if (kt.x != NO_KEY) {
             let kr = kBase + kt.y * params.ksT;
 ${unrolled(GPL, (i) => `            ${cond(i)}{ g${x}_${i} = loadKc(kr + (gpart + ${i * PARTS}u) * CHUNK); }\n`)}          }
@@ -1033,7 +1003,7 @@ ${unrolled(L.MTS, (mt) => `        var acc${mt} = subgroup_matrix_result<f32, TN
           // column maxima: lane → key column rsub·CPS + lane % CPS, rows lane / CPS + LPC·j
           let col = rsub * CPS + lane % CPS;
           let rg = lane / CPS;
-          let kt = keyOfSlot((stp * TPS + team) * TN + col, nKeys, sr, rs, re);
+          let kt = slotKey((stp * TPS + team) * TN + col, count, KB, sr, rs, re);
           var e = 0u; // enc(score) > 0 for every float
           if (kt.x != NO_KEY) {
             var best = LOWEST;
