@@ -54,24 +54,73 @@ export interface AttendedKeys {
   window: number[];
 }
 
+/** Steps that a decoding query at `position` comes after the refresh that estimated `mask` (0 at the refresh). */
+export function stepsSinceRefresh(mask: Pick<HipMask, 'queryOffset' | 'queryLength'>, position: number): number {
+  return Math.max(0, position - (mask.queryOffset + mask.queryLength - 1));
+}
+
+/**
+ * The window of a mask reused while decoding. A mask is reused for refreshInterval − 1 steps
+ * after the refresh that estimated it (at the last query position of its block); meanwhile the
+ * window reaches back to where the refresh's window started, so the keys that slid out of the
+ * window since are still read: every key up to `position` is a sink key, a candidate of the
+ * refresh's tree search, or in this window (at most slidingWindow + refreshInterval − 1 keys).
+ * Returns the mask itself at the refresh position. Works on CPU and GPU masks alike; the
+ * shifted blocks (`shiftedBlocks`) are added by maskForDecodeStep (CPU) or the decode-shift
+ * kernel (src/kernels/hip-mask/decode-shift.ts).
+ */
+export function decodeStepWindow<M extends Pick<HipMask, 'queryOffset' | 'queryLength' | 'options'>>(mask: M, position: number): M {
+  const extra = stepsSinceRefresh(mask, position);
+  return extra === 0 ? mask : { ...mask, options: { ...mask.options, slidingWindow: mask.options.slidingWindow + extra } };
+}
+
+/**
+ * Merges the ascending block starts src[from … from + count) (−1 padded at the end) with the
+ * same starts plus `shift`, into out[outFrom … outFrom + 2·count): ascending, −1 padded. On a
+ * tie the unshifted start comes first. Overlapping blocks are fine: attention reads each key
+ * once (src/attention/keys.ts).
+ */
+export function mergeShiftedStarts(src: Int32Array, from: number, count: number, shift: number, out: Int32Array, outFrom: number): void {
+  let valid = 0;
+  while (valid < count && src[from + valid]! >= 0) valid++;
+  let i = 0;
+  let j = 0;
+  let o = outFrom;
+  while (i < valid || j < valid) {
+    const a = i < valid ? src[from + i]! : Number.POSITIVE_INFINITY;
+    const b = j < valid ? src[from + j]! + shift : Number.POSITIVE_INFINITY;
+    if (a <= b) {
+      out[o++] = a;
+      i++;
+    } else {
+      out[o++] = b;
+      j++;
+    }
+  }
+  out.fill(-1, o, outFrom + 2 * count);
+}
+
+/**
+ * The mask as a decoding step at key position `position` reads it: decodeStepWindow's window,
+ * and with `shiftedBlocks` (default) every selected block also shifted right by the steps since
+ * the refresh (2·blocksPerQuery slots, mergeShiftedStarts). Returns the mask itself at the
+ * refresh position.
+ */
+export function maskForDecodeStep(mask: HipMask, position: number): HipMask {
+  const windowed = decodeStepWindow(mask, position);
+  const shift = stepsSinceRefresh(mask, position);
+  if (shift === 0 || !mask.options.shiftedBlocks) return windowed;
+  const n = mask.blocksPerQuery;
+  const rows = mask.batch * mask.heads * mask.numQueryBlocks;
+  const blockStarts = new Int32Array(rows * 2 * n);
+  for (let r = 0; r < rows; r++) mergeShiftedStarts(mask.blockStarts, r * n, n, shift, blockStarts, r * 2 * n);
+  return { ...windowed, blocksPerQuery: 2 * n, blockStarts };
+}
+
 /**
  * Exactly the key positions that HiP attention reads for query `i` of the mask's queries
  * (or, for a mask reused while decoding, for a query at `position`), by category.
  */
-/**
- * The mask as a decoding step at key position `position` reads it. A mask is reused for
- * refreshInterval − 1 steps after the refresh that estimated it (at the last query position of
- * its block); meanwhile the window reaches back to where the refresh's window started, so the
- * keys that slid out of the window since are still read: every key up to `position` is a sink
- * key, a candidate of the refresh's tree search, or in this window (at most
- * slidingWindow + refreshInterval − 1 keys). Returns the mask itself at the refresh position.
- */
-export function maskForDecodeStep<M extends Pick<HipMask, 'queryOffset' | 'queryLength' | 'options'>>(mask: M, position: number): M {
-  const refreshedAt = mask.queryOffset + mask.queryLength - 1;
-  const extra = position - refreshedAt;
-  return extra <= 0 ? mask : { ...mask, options: { ...mask.options, slidingWindow: mask.options.slidingWindow + extra } };
-}
-
 export function hipAttendedKeys(mask: HipMask, b: number, h: number, i: number, position?: number): AttendedKeys {
   if (b < 0 || b >= mask.batch || h < 0 || h >= mask.heads || i < 0 || i >= mask.queryLength) {
     throw new ShapeError(
@@ -79,12 +128,13 @@ export function hipAttendedKeys(mask: HipMask, b: number, h: number, i: number, 
     );
   }
   const p = position ?? mask.queryOffset + i;
-  // a later position reads the mask as a decoding step does (window anchored at the refresh)
-  const o = position === undefined ? mask.options : maskForDecodeStep(mask, position).options;
+  // a later position reads the mask as a decoding step does (window anchored at the refresh, shifted blocks)
+  const m = position === undefined ? mask : maskForDecodeStep(mask, position);
+  const o = m.options;
   const qb = Math.floor(i / o.blockSizeQ);
   const out = new Int32Array(p + 1);
   const kinds = new Uint8Array(p + 1);
-  const n = hipKeys(p, o.sinkTokens, o.slidingWindow, o.blockSizeK, mask.blockStarts, maskSlot(mask, b, h, qb), mask.blocksPerQuery, out, kinds);
+  const n = hipKeys(p, o.sinkTokens, o.slidingWindow, o.blockSizeK, m.blockStarts, maskSlot(m, b, h, qb), m.blocksPerQuery, out, kinds);
   const res: AttendedKeys = { position: p, sink: [], selected: [], window: [] };
   for (let j = 0; j < n; j++) {
     const kind = kinds[j];

@@ -38,6 +38,14 @@ export interface HipOptions {
    */
   representativeBlocks: number;
   /**
+   * Decoding, between refreshes: also read every selected key block shifted right by the steps
+   * since the refresh (so at most 2·topK selected keys). A head that copies text (the passkey's
+   * digits, a quoted name) reads the token after the one it read a step before; the refresh
+   * found where the copy started, and the shifted blocks follow it. false is HIP.md's reuse of
+   * the refresh's mask as is. Default true (BENCHMARKS.md, "Decoding between refreshes").
+   */
+  shiftedBlocks: boolean;
+  /**
    * Number of consecutive query heads that share one top-k selection (their block scores are
    * max-reduced across the group). 1 (default) gives every head its own mask. Must divide the
    * number of query heads.
@@ -57,6 +65,7 @@ export const HIP_DEFAULTS: Readonly<HipOptions> = Object.freeze({
   denseLayers: 3,
   representative: 'center',
   representativeBlocks: 2,
+  shiftedBlocks: true,
   headGroupSize: 1,
 });
 
@@ -123,6 +132,9 @@ export function resolveHipOptions(options: Partial<HipOptions> = {}): HipOptions
     throw new OptionError(
       `blockSizeQ (${o.blockSizeQ}) must be ≤ slidingWindow + 1 (${o.slidingWindow + 1}): otherwise a query block's mask would depend on keys after its first query (not causal)`,
     );
+  }
+  if (typeof o.shiftedBlocks !== 'boolean') {
+    throw new OptionError(`shiftedBlocks must be true or false, got ${String(o.shiftedBlocks)}`);
   }
   if (o.representative !== 'center' && o.representative !== 'first') {
     throw new OptionError(`representative must be "center" or "first", got ${String(o.representative)}`);

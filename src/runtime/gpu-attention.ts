@@ -6,7 +6,8 @@
  * HiP prefill chunk: estimate the chunk's masks (src/kernels/hip-mask) into a shared buffer,
  * then sparse attention over sink ∪ selected blocks ∪ window (src/kernels/attention); commands
  * run in order, so the next layer may overwrite the shared buffer. HiP decoding: every layer
- * owns a one-block mask buffer, refreshed every refreshInterval tokens and reused in between;
+ * owns a one-block mask buffer, refreshed every refreshInterval tokens and reused in between
+ * (with the selected blocks also read shifted by the steps since: decode-shift.ts);
  * a refresh estimates the mask of the query block ending at the new token (its last blockSizeQ
  * queries, as src/attention/cpu/decode.ts explains), so every layer also keeps its recent
  * queries in a ring of 2·blockSizeQ rows where each query is written twice (rows j and j + b_q):
@@ -14,11 +15,11 @@
  */
 import { createStorageBuffer, type GpuContext } from '../gpu/index.js';
 import { type AttentionConfig, type AttentionMethod, layerMethod, resolveAttentionConfig } from '../attention/method.js';
-import { maskForDecodeStep } from '../attention/mask.js';
 import { resolveShape, type ResolvedShape } from '../attention/shape.js';
 import { HipAttnError } from '../errors.js';
 import { createAttentionKernels } from '../kernels/attention/index.js';
 import { createHipMaskEstimator, type HipMaskEstimator } from '../kernels/hip-mask/index.js';
+import { createDecodeShift } from '../kernels/hip-mask/decode-shift.js';
 import type { GpuAttentionProblem, GpuHipMask, StorageType } from '../kernels/types.js';
 import type { GpuAttentionModule } from '../model/llama-gpu.js';
 import { bytesOf } from '../kernels/common.js';
@@ -51,6 +52,7 @@ export async function createGpuLayerAttention(
   const methods = Array.from({ length: numLayers }, (_, l) => layerMethod(c, l));
   const kernels = await createAttentionKernels(gpu, kernelShape);
   const estimator: HipMaskEstimator | null = methods.includes('hip') ? await createHipMaskEstimator(gpu, { ...kernelShape, options: c.hip }) : null;
+  const shifter = methods.includes('hip') ? await createDecodeShift(gpu) : null;
   const n = c.hip.topK / c.hip.blockSizeK;
   const states: DecodeState[] = Array.from({ length: numLayers }, () => ({ mask: null, steps: 0, recent: null, newest: -1, count: 0, position: -1 }));
   const owned: GPUBuffer[] = [];
@@ -113,8 +115,9 @@ export async function createGpuLayerAttention(
           state.steps = 0;
         }
         state.steps++;
-        // between refreshes the window reaches back to the refresh's window (maskForDecodeStep)
-        return kernels.encode(encoder, problem, { kind: 'hip', mask: maskForDecodeStep(state.mask, s.queryOffset) });
+        // between refreshes: the window reaches back to the refresh's, shifted blocks added
+        // (decode-shift.ts, maskForDecodeStep on the CPU)
+        return kernels.encode(encoder, problem, { kind: 'hip', mask: shifter!.encode(encoder, state.mask, s.queryOffset) });
       }
       // prefill chunk: fresh masks; the next decoded token refreshes its layer's mask (its
       // query block starts with this chunk's last queries, remembered above)
@@ -126,6 +129,7 @@ export async function createGpuLayerAttention(
       for (const b of owned) b.destroy();
       owned.length = 0;
       estimator?.destroy();
+      shifter?.destroy();
       kernels.destroy();
     },
   };

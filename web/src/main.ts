@@ -53,7 +53,7 @@ function status(el: HTMLElement, text: string, error = false): void {
 // ---------------------------------------------------------------------------------------------
 // Attention options
 
-type OptionKey = keyof Omit<HipOptions, 'representative'> | 'streamingSink' | 'streamingWindow';
+type OptionKey = keyof Omit<HipOptions, 'representative' | 'shiftedBlocks'> | 'streamingSink' | 'streamingWindow';
 const OPTION_FIELDS: { key: OptionKey; label: string; title: string; for: AttentionMethod[] }[] = [
   { key: 'topK', label: 'top-k', title: 'keys selected per query block (topK / blockSizeK key blocks)', for: ['hip'] },
   { key: 'blockSizeQ', label: 'block size q', title: 'queries sharing one mask', for: ['hip'] },
@@ -71,14 +71,16 @@ const OPTION_FIELDS: { key: OptionKey; label: string; title: string; for: Attent
 ];
 
 type Preset = Record<OptionKey, number>;
+const { representative: _r, shiftedBlocks: _s, ...NUMERIC_DEFAULTS } = HIP_DEFAULTS;
 const PRESETS: Record<string, Preset> = {
-  defaults: { ...HIP_DEFAULTS, streamingSink: STREAMING_DEFAULTS.sinkTokens, streamingWindow: STREAMING_DEFAULTS.slidingWindow },
+  defaults: { ...NUMERIC_DEFAULTS, streamingSink: STREAMING_DEFAULTS.sinkTokens, streamingWindow: STREAMING_DEFAULTS.slidingWindow },
   // Scaled down so that HiP has to choose in prompts of a few hundred tokens (same key budget for StreamingLLM).
-  short: { ...HIP_DEFAULTS, topK: 64, blockSizeQ: 32, sinkTokens: 4, slidingWindow: 64, streamingSink: 4, streamingWindow: 128 },
+  short: { ...NUMERIC_DEFAULTS, topK: 64, blockSizeQ: 32, sinkTokens: 4, slidingWindow: 64, streamingSink: 4, streamingWindow: 128 },
 };
 
 const optionInputs = new Map<OptionKey, HTMLInputElement>();
 let representative: HTMLSelectElement;
+let shiftedBlocks: HTMLInputElement;
 
 function buildOptions(): void {
   const box = $('hip-options');
@@ -89,13 +91,16 @@ function buildOptions(): void {
   }
   representative = h('select', { id: 'opt-representative' }, h('option', { value: 'center' }, 'centre'), h('option', { value: 'first' }, 'first (v1)'));
   box.append(h('label', { title: 'block that scores a node of the tree search', 'data-for': 'hip' }, 'representative', representative));
+  shiftedBlocks = h('input', { type: 'checkbox', id: 'opt-shiftedBlocks' });
+  box.append(h('label', { title: 'decoding: between refreshes also read the selected blocks shifted by the steps since the refresh', 'data-for': 'hip' }, 'shifted blocks', shiftedBlocks));
   applyPreset('defaults');
 }
 
 function applyPreset(name: string): void {
   const p = PRESETS[name]!;
   for (const [k, input] of optionInputs) input.value = String(p[k]);
-  representative.value = 'center';
+  representative.value = HIP_DEFAULTS.representative;
+  shiftedBlocks.checked = HIP_DEFAULTS.shiftedBlocks;
   onOptionsChanged();
 }
 
@@ -121,6 +126,7 @@ function readOptions(): { hip: HipOptions; streaming: StreamingOptions } {
     headGroupSize: v('headGroupSize'),
     representativeBlocks: v('representativeBlocks'),
     representative: representative.value as HipOptions['representative'],
+    shiftedBlocks: shiftedBlocks.checked,
   });
   const streaming = resolveStreamingOptions({ sinkTokens: v('streamingSink'), slidingWindow: v('streamingWindow') });
   return { hip, streaming };

@@ -1,20 +1,68 @@
 import { describe, expect, it } from 'vitest';
 import { maxAbsDiff, naiveAttention, seededRng } from '../../../test/helpers.js';
-import { hipAttendedKeys, selectedBlocks } from '../mask.js';
+import { hipAttendedKeys, maskForDecodeStep, mergeShiftedStarts, selectedBlocks } from '../mask.js';
 import { createHipDecodeState, hipDecodeAttention } from './decode.js';
 import { hipAttention } from './hip.js';
 import { createCpuLayerAttention } from './layers.js';
 
-describe('HiP decoding with a cached mask', () => {
+describe('decoding-step masks: the selected blocks and the same shifted by the steps since the refresh', () => {
+  it('merges hand-computed cases (ascending, −1 padded, ties unshifted first)', () => {
+    const merged = (starts: number[], shift: number, slots = starts.length) => {
+      const src = Int32Array.from([...starts, ...Array<number>(slots - starts.length).fill(-1)]);
+      const out = new Int32Array(2 * slots).fill(99);
+      mergeShiftedStarts(src, 0, slots, shift, out, 0);
+      return [...out];
+    };
+    expect(merged([0, 10, 20], 3)).toEqual([0, 3, 10, 13, 20, 23]);
+    expect(merged([4, 6, 8], 2)).toEqual([4, 6, 6, 8, 8, 10]); // adjacent blocks: the shifted copy lands on the next one
+    expect(merged([4, 6], 1, 4)).toEqual([4, 5, 6, 7, -1, -1, -1, -1]);
+    expect(merged([], 5, 3)).toEqual([-1, -1, -1, -1, -1, -1]);
+    // a row in the middle of a buffer
+    const src = Int32Array.from([7, 9, -1, 2, 30, -1, 1, 1, 1]);
+    const out = new Int32Array(6);
+    mergeShiftedStarts(src, 3, 3, 4, out, 0);
+    expect([...out]).toEqual([2, 6, 30, 34, -1, -1]);
+  });
+
+  it('reads each key once: a decode step attends exactly sink ∪ (blocks ∪ blocks + shift) ∪ window, by brute force over random masks', () => {
+    const rng = seededRng('decode step keys');
+    const opts = { topK: 24, blockSizeQ: 4, blockStrideQ: 1, blockSizeK: 4, sinkTokens: 3, slidingWindow: 9, refreshInterval: 6, representativeBlocks: 1, shiftedBlocks: true, representative: 'center' as const, blockStrideK: 1, denseLayers: 0, headGroupSize: 1 };
+    for (let trial = 0; trial < 200; trial++) {
+      const refreshAt = 60 + rng.int(60);
+      const n = opts.topK / opts.blockSizeK;
+      const chosen = new Set<number>();
+      const want = rng.int(n + 1);
+      while (chosen.size < want) chosen.add(opts.blockSizeK * rng.int(Math.floor((refreshAt - opts.slidingWindow) / opts.blockSizeK)));
+      const starts = [...chosen].sort((a, b) => a - b);
+      const blockStarts = Int32Array.from([...starts, ...Array<number>(n - starts.length).fill(-1)]);
+      const mask = { batch: 1, heads: 1, queryLength: 1, queryOffset: refreshAt, keyLength: refreshAt + 1, numQueryBlocks: 1, blocksPerQuery: n, blockStarts, options: opts, qkProducts: 0 };
+      for (let shift = 0; shift < opts.refreshInterval; shift++) {
+        const p = refreshAt + shift;
+        const k = hipAttendedKeys(mask, 0, 0, 0, p);
+        const got = [...k.sink, ...k.selected, ...k.window].sort((a, b) => a - b);
+        const winFrom = refreshAt - opts.slidingWindow + 1;
+        const expected: number[] = [];
+        for (let t = 0; t <= p; t++) {
+          const inBlock = (off: number) => starts.some((s) => t >= s + off && t < s + off + opts.blockSizeK);
+          if (t < opts.sinkTokens || t >= winFrom || inBlock(0) || (shift > 0 && inBlock(shift))) expected.push(t);
+        }
+        expect(got).toEqual(expected);
+        expect(maskForDecodeStep(mask, p).blocksPerQuery).toBe(shift === 0 ? n : 2 * n);
+      }
+    }
+  });
+});
+
+describe.each([true, false])('HiP decoding with a cached mask (shiftedBlocks %s)', (shiftedBlocks) => {
   it('equals HiP from scratch (the query block ending at the new token) at refresh steps and reaches new tokens through the window in between', () => {
-    const rng = seededRng('hip decode');
+    const rng = seededRng(`hip decode ${shiftedBlocks}`);
     const heads = 4;
     const kvHeads = 2;
     const d = 16;
     const capacity = 1400;
     const prefix = 1200;
     const steps = 30;
-    const opts = { topK: 64, blockSizeQ: 8, blockSizeK: 4, sinkTokens: 4, slidingWindow: 12, refreshInterval: 5 };
+    const opts = { topK: 64, blockSizeQ: 8, blockSizeK: 4, sinkTokens: 4, slidingWindow: 12, refreshInterval: 5, shiftedBlocks };
     // a KV cache allocated once; the decode writes one new row per step
     const k = new Float32Array(kvHeads * capacity * d);
     const v = new Float32Array(kvHeads * capacity * d);
@@ -63,19 +111,18 @@ describe('HiP decoding with a cached mask', () => {
         expect(state.mask!.queryLength).toBe(m);
         expect(state.mask!.queryOffset).toBe(pos + 1 - m);
       } else {
-        // between refreshes: sink ∪ blocks of the last refresh ∪ window at the *current* position
+        // between refreshes: sink ∪ blocks of the last refresh (and, shifted, the same blocks
+        // moved right by the steps since) ∪ window at the *current* position
         const mask = state.mask!;
+        const shift = shiftedBlocks ? pos - refreshPosition : 0;
+        const inBlocks = (h: number, t: number) => selectedBlocks(mask, 0, h, 0).some((s) => (t >= s && t < s + 4) || (t >= s + shift && t < s + shift + 4));
         for (let h = 0; h < heads; h++) {
           const keys = hipAttendedKeys(mask, 0, h, 0, pos);
           for (let t = refreshPosition - 11; t <= pos; t++) expect(keys.window).toContain(t);
-          const blocks = selectedBlocks(mask, 0, h, 0);
-          for (const t of keys.selected) expect(blocks.some((s) => t >= s && t < s + 4)).toBe(true);
+          for (const t of keys.selected) expect(inBlocks(h, t)).toBe(true);
         }
         // the window reaches back to the refresh's window: keys after refreshPosition − 12
-        const ref = naiveAttention(q, k, v, shape, (_b, h, _i, _p, t) => {
-          if (t < 4 || t > refreshPosition - 12) return true;
-          return selectedBlocks(mask, 0, h, 0).some((s) => t >= s && t < s + 4);
-        });
+        const ref = naiveAttention(q, k, v, shape, (_b, h, _i, _p, t) => t < 4 || t > refreshPosition - 12 || inBlocks(h, t));
         expect(maxAbsDiff(output, ref)).toBeLessThanOrEqual(1e-5);
       }
     }
