@@ -7,7 +7,9 @@
 #   bash bench/gpu-host-run.sh passkey OUTDIR   # the passkey part of eval
 #   bash bench/gpu-host-run.sh sweep|sweep2 OUTDIR  # one HiP option changed at a time (passkey, mini)
 #   bash bench/gpu-host-run.sh reps OUTDIR      # representatives per half: passkey (mini) and mask cost
-#   bash bench/gpu-host-run.sh m28|m28final|m28decode OUTDIR  # hip-testbed-28m from .m28/ (host prepared by an earlier call)
+#   bash bench/gpu-host-run.sh shift OUTDIR     # shifted blocks between decode refreshes: passkey (mini), decode cost
+#   bash bench/gpu-host-run.sh merge OUTDIR     # merge the JSON files a stage cut short left in OUTDIR/j
+#   bash bench/gpu-host-run.sh m28|m28final|m28decode|m28shift OUTDIR  # hip-testbed-28m from .m28/ (host prepared by an earlier call)
 # Each stage writes at most 8 files into OUTDIR (the device tool brings 8 back).
 set -uo pipefail
 stage=${1:?stage: bench or eval}
@@ -162,6 +164,41 @@ case $stage in
         step 90 $pk --refresh-interval $r --haystack .evalsets/grover_cleveland.txt --json "$out/m28-s33-grover-rm$r.json"
       done
     } 2>&1 | tee "$out/m28decode.log"
+    ;;
+  shift)
+    # Shifted blocks between decode refreshes (default on), hip-testbed-mini: the passkey stage's
+    # runs with the new default, seed 33 as before, a fresh seed on another held-out text with
+    # dense, HiP and HiP without shifted blocks; decode cost with and without.
+    {
+      mkdir -p "$out/j"
+      pk="$cli eval passkey --device webgpu --lengths 8192 --depths 0,0.25,0.5,0.75,1"
+      step 60 $pk --trials 30 --seed 33 --attention hip --json "$out/j/s33-embedded.json"
+      step 60 $pk --trials 30 --seed 33 --attention hip --haystack .evalsets/grover_cleveland.txt --json "$out/j/s33-grover.json"
+      step 100 $pk --trials 30 --seed 45 --attention dense,hip --haystack .evalsets/northanger_abbey.txt --json "$out/j/s45-northanger.json"
+      step 60 $pk --trials 30 --seed 45 --attention hip --shifted-blocks off --haystack .evalsets/northanger_abbey.txt --json "$out/j/s45-northanger-noshift.json"
+      step 90 $cli bench attention --methods dense,hip --modes decode --seq-lens 8192,32768,131072 --json "$out/j/decode-shift.json" --markdown "$out/decode-shift.md"
+      step 60 $cli bench attention --methods hip --modes decode --seq-lens 8192,32768,131072 --shifted-blocks off --json "$out/j/decode-noshift.json"
+      step 120 $cli eval passkey --device webgpu --depths 0,0.25,0.5,0.75,1 --lengths 4096,8192 --trials 10 --seed 7 --json "$out/j/passkey.json" --chart "$out/passkey.svg"
+      step 100 $pk --trials 20 --seed 21 --json "$out/j/passkey-s21.json"
+      step 100 $pk --trials 20 --seed 21 --haystack .evalsets/grover_cleveland.txt --json "$out/j/passkey-s21-grover.json"
+      merge_json "$out/j" "$out/shift.json" && rm -r "$out/j"
+    } 2>&1 | tee "$out/shift.log"
+    ;;
+  m28shift)
+    # The same for hip-testbed-28m (host prepared by an earlier call, as m28).
+    {
+      mkdir -p /tmp/m28 "$out/j" && tar -xJf .m28/hip-testbed-28m.tar.xz -C /tmp/m28
+      pk="$cli eval passkey --model /tmp/m28/hip-testbed-28m --device webgpu --lengths 8192 --depths 0,0.25,0.5,0.75,1 --trials 30"
+      step 90 $pk --seed 33 --attention hip --json "$out/j/m28-s33-embedded.json"
+      step 90 $pk --seed 33 --attention hip --haystack .evalsets/grover_cleveland.txt --json "$out/j/m28-s33-grover.json"
+      step 200 $pk --seed 45 --attention dense,hip --haystack .evalsets/northanger_abbey.txt --json "$out/j/m28-s45-northanger.json"
+      step 90 $pk --seed 45 --attention hip --shifted-blocks off --haystack .evalsets/northanger_abbey.txt --json "$out/j/m28-s45-northanger-noshift.json"
+      merge_json "$out/j" "$out/m28shift.json" && rm -r "$out/j"
+    } 2>&1 | tee "$out/m28shift.log"
+    ;;
+  merge)
+    # After a stage was cut short: merges the JSON files it left in OUTDIR/j.
+    [ -d "$out/j" ] && merge_json "$out/j" "$out/merged.json" && rm -r "$out/j"
     ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac

@@ -4,16 +4,18 @@
  * timestamps. HiP prefill = mask estimation (tree search) + sparse attention over the mask
  * estimated from the same inputs; HiP decode = sparse attention with a cached mask + the
  * mask refresh (of the blockSizeQ-query block ending at the new token) amortised over
- * refreshInterval tokens. Components are timed separately (median
+ * refreshInterval tokens, and between refreshes the shifted blocks (decode-shift kernel and the
+ * larger mask, `withShiftedSteps`). Components are timed separately (median
  * of several runs each) and summed.
  */
 import { type HipOptions, resolveHipOptions, resolveStreamingOptions, type StreamingOptions } from '../attention/options.js';
 import { resolveShape } from '../attention/shape.js';
 import type { AttentionMethod } from '../attention/method.js';
-import { createStorageBuffer, type GpuContext } from '../gpu/index.js';
+import { createStorageBuffer, type GpuContext, timeGpu } from '../gpu/index.js';
 import { benchAttention, fillRandom } from '../kernels/attention/bench.js';
 import { benchHipMask } from '../kernels/hip-mask/bench.js';
 import { createHipMaskEstimator } from '../kernels/hip-mask/index.js';
+import { createDecodeShift } from '../kernels/hip-mask/decode-shift.js';
 import type { GpuHipMask, StorageType } from '../kernels/types.js';
 import { bytesOf } from '../kernels/common.js';
 
@@ -85,6 +87,47 @@ async function realMask(gpu: GpuContext, T: number, Lq: number, H: number, Hkv: 
   }
 }
 
+type AttentionTiming = Awaited<ReturnType<typeof benchAttention>>;
+
+/**
+ * HiP decode between refreshes (shiftedBlocks): of every refreshInterval steps one reads the
+ * refresh's mask (`atRefresh`) and the others the decode-shift kernel's output, up to twice the
+ * selected blocks. Times that step at the middle shift (refreshInterval / 2) — the shift kernel
+ * (median of 5 timings of 100 dispatches) plus the attention over its mask — and returns the average over the interval.
+ */
+async function withShiftedSteps(
+  gpu: GpuContext,
+  hip: HipOptions,
+  mask: GpuHipMask,
+  atRefresh: AttentionTiming,
+  attend: (mask: GpuHipMask) => Promise<AttentionTiming>,
+): Promise<AttentionTiming> {
+  if (!hip.shiftedBlocks || hip.refreshInterval === 1) return atRefresh;
+  const shift = Math.floor(hip.refreshInterval / 2);
+  const shifter = await createDecodeShift(gpu);
+  try {
+    const refreshed = { ...mask, queryOffset: mask.queryOffset - shift }; // refreshed `shift` steps before this query
+    let stepped: GpuHipMask = mask;
+    // one dispatch is below the timestamp resolution of some GPUs (65.5 µs ticks on the H200): 100 per timing
+    const times: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const t = await timeGpu(gpu, (enc) => {
+        for (let r = 0; r < 100; r++) stepped = shifter.encode(enc, refreshed, mask.queryOffset);
+      }, { maxPasses: 128 });
+      times.push(t.ms / 100);
+    }
+    const shiftMs = times.sort((a, b) => a - b)[2]!;
+    const between = await attend(stepped);
+    const w = (hip.refreshInterval - 1) / hip.refreshInterval;
+    const ms = (1 - w) * atRefresh.ms + w * (between.ms + shiftMs);
+    const flops = (1 - w) * atRefresh.flops + w * between.flops;
+    const bytes = (1 - w) * atRefresh.bytes + w * between.bytes;
+    return { ...between, ms, flops, bytes, tflops: flops / ms / 1e9, gbps: bytes / ms / 1e6 };
+  } finally {
+    shifter.destroy();
+  }
+}
+
 export async function runAttentionBenchmark(gpu: GpuContext, spec: AttentionBenchSpec, onRow?: (row: AttentionBenchRow) => void): Promise<AttentionBenchRow[]> {
   const H = spec.heads ?? 32;
   const Hkv = spec.kvHeads ?? 8;
@@ -115,6 +158,7 @@ export async function runAttentionBenchmark(gpu: GpuContext, spec: AttentionBenc
             let att;
             try {
               att = await benchAttention(gpu, { ...common, mask });
+              if (mode === 'decode') att = await withShiftedSteps(gpu, hip, mask, att, (m) => benchAttention(gpu, { ...common, mask: m }));
             } finally {
               mask.buffer.destroy();
             }

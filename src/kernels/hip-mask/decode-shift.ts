@@ -14,6 +14,7 @@ import { decodeStepWindow, stepsSinceRefresh } from '../../attention/mask.js';
 import { ShapeError } from '../../errors.js';
 import { bindBuffers, createStorageBuffer, createUniformBuffer, defineUniforms, type CompiledPipeline, type GpuContext } from '../../gpu/index.js';
 import type { GpuHipMask } from '../types.js';
+import type { PassSource } from './index.js';
 
 const ShiftParams = defineUniforms('Params', { rows: 'u32', n: 'u32', shift: 'u32' });
 const WG = 64;
@@ -76,7 +77,7 @@ export interface DecodeShift {
    * blocks in a buffer of this object — valid until the next `encode` runs, so record the
    * attention that reads it before encoding the next step mask.
    */
-  encode(encoder: GPUCommandEncoder, refreshMask: GpuHipMask, position: number): GpuHipMask;
+  encode(encoder: PassSource, refreshMask: GpuHipMask, position: number): GpuHipMask;
   destroy(): void;
 }
 
@@ -110,7 +111,7 @@ export async function createDecodeShift(gpu: GpuContext): Promise<DecodeShift> {
         params = createUniformBuffer(gpu, ShiftParams, { rows, n, shift }, `hip decode shift ${key}`);
         uniforms.set(key, params);
       }
-      const pass = encoder.beginComputePass({ label: 'hip decode shift' });
+      const pass = 'encoder' in encoder ? encoder.beginComputePass('hip decode shift') : encoder.beginComputePass({ label: 'hip decode shift' });
       pass.setPipeline(pipeline.pipeline);
       pass.setBindGroup(0, bindBuffers(gpu.device, pipeline, [params, { buffer: mask.buffer, size: rows * n * 4 }, { buffer: out, size: bytes }]));
       pass.dispatchWorkgroups(rows);
