@@ -8,6 +8,7 @@
 #   bash bench/gpu-host-run.sh sweep|sweep2 OUTDIR  # one HiP option changed at a time (passkey, mini)
 #   bash bench/gpu-host-run.sh reps OUTDIR      # representatives per half: passkey (mini) and mask cost
 #   bash bench/gpu-host-run.sh shift OUTDIR     # shifted blocks between decode refreshes: passkey (mini), decode cost
+#   bash bench/gpu-host-run.sh shift2 OUTDIR    # the same with the sink shifted too (m28shift2: the 28m, as m28)
 #   bash bench/gpu-host-run.sh merge OUTDIR     # merge the JSON files a stage cut short left in OUTDIR/j
 #   bash bench/gpu-host-run.sh m28|m28final|m28decode|m28shift OUTDIR  # hip-testbed-28m from .m28/ (host prepared by an earlier call)
 # Each stage writes at most 8 files into OUTDIR (the device tool brings 8 back).
@@ -195,6 +196,24 @@ case $stage in
       step 90 $pk --seed 45 --attention hip --shifted-blocks off --haystack .evalsets/northanger_abbey.txt --json "$out/j/m28-s45-northanger-noshift.json"
       merge_json "$out/j" "$out/m28shift.json" && rm -r "$out/j"
     } 2>&1 | tee "$out/m28shift.log"
+    ;;
+  shift2|m28shift2)
+    # Shifted blocks with the sink shifted too: seed 33 and 45 again (HiP), and a fresh seed on
+    # a third held-out text (dense and HiP); shift2: hip-testbed-mini, m28shift2: hip-testbed-28m.
+    {
+      mkdir -p "$out/j"
+      model=()
+      if [ "$stage" = m28shift2 ]; then
+        mkdir -p /tmp/m28 && tar -xJf .m28/hip-testbed-28m.tar.xz -C /tmp/m28
+        model=(--model /tmp/m28/hip-testbed-28m)
+      fi
+      pk="$cli eval passkey ${model[*]} --device webgpu --lengths 8192 --depths 0,0.25,0.5,0.75,1 --trials 30"
+      step 90 $pk --seed 33 --attention hip --json "$out/j/$stage-s33-embedded.json"
+      step 90 $pk --seed 33 --attention hip --haystack .evalsets/grover_cleveland.txt --json "$out/j/$stage-s33-grover.json"
+      step 90 $pk --seed 45 --attention hip --haystack .evalsets/northanger_abbey.txt --json "$out/j/$stage-s45-northanger.json"
+      step 200 $pk --seed 57 --attention dense,hip --haystack .evalsets/wikitext2_wiki.test.raw --json "$out/j/$stage-s57-wikitext.json"
+      merge_json "$out/j" "$out/$stage.json" && rm -r "$out/j"
+    } 2>&1 | tee "$out/$stage.log"
     ;;
   merge)
     # After a stage was cut short: merges the JSON files it left in OUTDIR/j.

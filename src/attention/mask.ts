@@ -60,18 +60,22 @@ export function stepsSinceRefresh(mask: Pick<HipMask, 'queryOffset' | 'queryLeng
 }
 
 /**
- * The window of a mask reused while decoding. A mask is reused for refreshInterval − 1 steps
- * after the refresh that estimated it (at the last query position of its block); meanwhile the
- * window reaches back to where the refresh's window started, so the keys that slid out of the
- * window since are still read: every key up to `position` is a sink key, a candidate of the
- * refresh's tree search, or in this window (at most slidingWindow + refreshInterval − 1 keys).
- * Returns the mask itself at the refresh position. Works on CPU and GPU masks alike; the
- * shifted blocks (`shiftedBlocks`) are added by maskForDecodeStep (CPU) or the decode-shift
- * kernel (src/kernels/hip-mask/decode-shift.ts).
+ * The sink and window of a mask reused while decoding. A mask is reused for refreshInterval − 1
+ * steps after the refresh that estimated it (at the last query position of its block);
+ * meanwhile the window reaches back to where the refresh's window started, so the keys that
+ * slid out of the window since are still read: every key up to `position` is a sink key, a
+ * candidate of the refresh's tree search, or in this window (at most
+ * slidingWindow + refreshInterval − 1 keys). With `shiftedBlocks` the sink, like the selected
+ * blocks, is also read shifted by the steps since the refresh: it reaches `shift` keys further
+ * (a passkey right after BOS is copied across the sink's end). Returns the mask itself at the
+ * refresh position. Works on CPU and GPU masks alike; the shifted blocks are added by
+ * maskForDecodeStep (CPU) or the decode-shift kernel (src/kernels/hip-mask/decode-shift.ts).
  */
-export function decodeStepWindow<M extends Pick<HipMask, 'queryOffset' | 'queryLength' | 'options'>>(mask: M, position: number): M {
+export function decodeStepSpans<M extends Pick<HipMask, 'queryOffset' | 'queryLength' | 'options'>>(mask: M, position: number): M {
   const extra = stepsSinceRefresh(mask, position);
-  return extra === 0 ? mask : { ...mask, options: { ...mask.options, slidingWindow: mask.options.slidingWindow + extra } };
+  if (extra === 0) return mask;
+  const o = mask.options;
+  return { ...mask, options: { ...o, slidingWindow: o.slidingWindow + extra, sinkTokens: o.shiftedBlocks ? o.sinkTokens + extra : o.sinkTokens } };
 }
 
 /**
@@ -101,13 +105,13 @@ export function mergeShiftedStarts(src: Int32Array, from: number, count: number,
 }
 
 /**
- * The mask as a decoding step at key position `position` reads it: decodeStepWindow's window,
- * and with `shiftedBlocks` (default) every selected block also shifted right by the steps since
- * the refresh (2·blocksPerQuery slots, mergeShiftedStarts). Returns the mask itself at the
- * refresh position.
+ * The mask as a decoding step at key position `position` reads it: decodeStepSpans' sink and
+ * window, and with `shiftedBlocks` (default) every selected block also shifted right by the
+ * steps since the refresh (2·blocksPerQuery slots, mergeShiftedStarts). Returns the mask itself
+ * at the refresh position.
  */
 export function maskForDecodeStep(mask: HipMask, position: number): HipMask {
-  const windowed = decodeStepWindow(mask, position);
+  const windowed = decodeStepSpans(mask, position);
   const shift = stepsSinceRefresh(mask, position);
   if (shift === 0 || !mask.options.shiftedBlocks) return windowed;
   const n = mask.blocksPerQuery;

@@ -24,7 +24,7 @@ describe('decoding-step masks: the selected blocks and the same shifted by the s
     expect([...out]).toEqual([2, 6, 30, 34, -1, -1]);
   });
 
-  it('reads each key once: a decode step attends exactly sink ∪ (blocks ∪ blocks + shift) ∪ window, by brute force over random masks', () => {
+  it('reads each key once: a decode step attends exactly (sink ∪ sink + shift) ∪ (blocks ∪ blocks + shift) ∪ window, by brute force over random masks', () => {
     const rng = seededRng('decode step keys');
     const opts = { topK: 24, blockSizeQ: 4, blockStrideQ: 1, blockSizeK: 4, sinkTokens: 3, slidingWindow: 9, refreshInterval: 6, representativeBlocks: 1, shiftedBlocks: true, representative: 'center' as const, blockStrideK: 1, denseLayers: 0, headGroupSize: 1 };
     for (let trial = 0; trial < 200; trial++) {
@@ -44,7 +44,8 @@ describe('decoding-step masks: the selected blocks and the same shifted by the s
         const expected: number[] = [];
         for (let t = 0; t <= p; t++) {
           const inBlock = (off: number) => starts.some((s) => t >= s + off && t < s + off + opts.blockSizeK);
-          if (t < opts.sinkTokens || t >= winFrom || inBlock(0) || (shift > 0 && inBlock(shift))) expected.push(t);
+          // the sink and the blocks, each also shifted by the steps since the refresh
+          if (t < opts.sinkTokens + shift || t >= winFrom || inBlock(0) || (shift > 0 && inBlock(shift))) expected.push(t);
         }
         expect(got).toEqual(expected);
         expect(maskForDecodeStep(mask, p).blocksPerQuery).toBe(shift === 0 ? n : 2 * n);
@@ -122,7 +123,7 @@ describe.each([true, false])('HiP decoding with a cached mask (shiftedBlocks %s)
           for (const t of keys.selected) expect(inBlocks(h, t)).toBe(true);
         }
         // the window reaches back to the refresh's window: keys after refreshPosition − 12
-        const ref = naiveAttention(q, k, v, shape, (_b, h, _i, _p, t) => t < 4 || t > refreshPosition - 12 || inBlocks(h, t));
+        const ref = naiveAttention(q, k, v, shape, (_b, h, _i, _p, t) => t < 4 + shift || t > refreshPosition - 12 || inBlocks(h, t));
         expect(maxAbsDiff(output, ref)).toBeLessThanOrEqual(1e-5);
       }
     }

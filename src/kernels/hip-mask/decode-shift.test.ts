@@ -49,6 +49,8 @@ describe('decode-shift kernel (GPU) = maskForDecodeStep (CPU)', () => {
           const want = maskForDecodeStep(mask, position);
           expect(got.blocksPerQuery).toBe(want.blocksPerQuery);
           expect(got.options.slidingWindow).toBe(want.options.slidingWindow);
+          expect(got.options.sinkTokens).toBe(want.options.sinkTokens);
+          expect(want.options.sinkTokens).toBe(mask.options.sinkTokens + shift);
           expect([...got.blockStarts]).toEqual([...want.blockStarts]);
           rowsChecked += heads * nqb;
         }
@@ -70,6 +72,7 @@ describe('decode-shift kernel (GPU) = maskForDecodeStep (CPU)', () => {
       expect(stepped.buffer).toBe(gpuMask.buffer);
       expect(stepped.blocksPerQuery).toBe(32);
       expect(stepped.options.slidingWindow).toBe(mask.options.slidingWindow + 5);
+      expect(stepped.options.sinkTokens).toBe(mask.options.sinkTokens);
     } finally {
       gpuMask.buffer.destroy();
       shifter.destroy();

@@ -10,7 +10,7 @@
  *     const shifter = await createDecodeShift(gpu);
  *     const stepMask = shifter.encode(encoder, refreshMask, position); // before the attention reads it
  */
-import { decodeStepWindow, stepsSinceRefresh } from '../../attention/mask.js';
+import { decodeStepSpans, stepsSinceRefresh } from '../../attention/mask.js';
 import { ShapeError } from '../../errors.js';
 import { bindBuffers, createStorageBuffer, createUniformBuffer, defineUniforms, type CompiledPipeline, type GpuContext } from '../../gpu/index.js';
 import type { GpuHipMask } from '../types.js';
@@ -72,10 +72,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 export interface DecodeShift {
   /**
    * Records the mask that the decoding step at key position `position` reads (its own compute
-   * pass when blocks are shifted): `refreshMask` itself at the refresh, else its window
-   * reaching back to the refresh's (decodeStepWindow) and, with `shiftedBlocks`, the shifted
-   * blocks in a buffer of this object — valid until the next `encode` runs, so record the
-   * attention that reads it before encoding the next step mask.
+   * pass when blocks are shifted): `refreshMask` itself at the refresh; else its window reaching
+   * back to the refresh's and, with `shiftedBlocks`, its sink reaching `shift` further
+   * (decodeStepSpans) and the shifted blocks, in a buffer of this object — valid until the next
+   * `encode` runs, so record the attention that reads it before encoding the next step mask.
    */
   encode(encoder: PassSource, refreshMask: GpuHipMask, position: number): GpuHipMask;
   destroy(): void;
@@ -92,7 +92,7 @@ export async function createDecodeShift(gpu: GpuContext): Promise<DecodeShift> {
   const uniforms = new Map<string, GPUBuffer>();
   return {
     encode(encoder, mask, position) {
-      const windowed = decodeStepWindow(mask, position);
+      const windowed = decodeStepSpans(mask, position);
       const shift = stepsSinceRefresh(mask, position);
       if (shift === 0 || !mask.options.shiftedBlocks) return windowed;
       const n = mask.blocksPerQuery;
