@@ -14,8 +14,7 @@ import type { AttentionMethod } from '../attention/method.js';
 import { createStorageBuffer, type GpuContext, timeGpu } from '../gpu/index.js';
 import { benchAttention, fillRandom } from '../kernels/attention/bench.js';
 import { benchHipMask } from '../kernels/hip-mask/bench.js';
-import { createHipMaskEstimator } from '../kernels/hip-mask/index.js';
-import { createDecodeShift } from '../kernels/hip-mask/decode-shift.js';
+import { createDecodeShift, createHipMaskEstimator } from '../kernels/hip-mask/index.js';
 import type { GpuHipMask, StorageType } from '../kernels/types.js';
 import { bytesOf } from '../kernels/common.js';
 

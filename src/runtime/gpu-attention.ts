@@ -18,8 +18,7 @@ import { type AttentionConfig, type AttentionMethod, layerMethod, resolveAttenti
 import { resolveShape, type ResolvedShape } from '../attention/shape.js';
 import { HipAttnError } from '../errors.js';
 import { createAttentionKernels } from '../kernels/attention/index.js';
-import { createHipMaskEstimator, type HipMaskEstimator } from '../kernels/hip-mask/index.js';
-import { createDecodeShift } from '../kernels/hip-mask/decode-shift.js';
+import { createDecodeShift, createHipMaskEstimator, type HipMaskEstimator } from '../kernels/hip-mask/index.js';
 import type { GpuAttentionProblem, GpuHipMask, StorageType } from '../kernels/types.js';
 import type { GpuAttentionModule } from '../model/llama-gpu.js';
 import { bytesOf } from '../kernels/common.js';

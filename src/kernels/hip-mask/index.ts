@@ -33,6 +33,7 @@ import { bytesOf } from '../common.js';
 export { hipMaskWgsl, workgroupBytes, leanLayout, type HipMaskVariant, type HipMaskPath, type MatrixTiling } from './wgsl.js';
 export { chooseVariant, planDispatches, pickMatrixConfig, type HipMaskPathOption } from './plan.js';
 export { hipMaskCost, type HipMaskCost } from './cost.js';
+export { createDecodeShift, decodeShiftWgsl, type DecodeShift } from './decode-shift.js';
 
 const Params = defineUniforms(
   'Params',
