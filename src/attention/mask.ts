@@ -66,8 +66,10 @@ export function stepsSinceRefresh(mask: Pick<HipMask, 'queryOffset' | 'queryLeng
  * slid out of the window since are still read: every key up to `position` is a sink key, a
  * candidate of the refresh's tree search, or in this window (at most
  * slidingWindow + refreshInterval − 1 keys). With `shiftedBlocks` the sink, like the selected
- * blocks, is also read shifted by the steps since the refresh: it reaches `shift` keys further
- * (a passkey right after BOS is copied across the sink's end). Returns the mask itself at the
+ * blocks, is also read shifted by the steps since the refresh: a non-empty sink reaches
+ * `shift` keys further (a passkey right after BOS is copied across the sink's end; with
+ * shift > sinkTokens, possible only when refreshInterval > sinkTokens + 1, the keys between
+ * the sink and its shifted copy are read too). Returns the mask itself at the
  * refresh position. Works on CPU and GPU masks alike; the shifted blocks are added by
  * maskForDecodeStep (CPU) or the decode-shift kernel (src/kernels/hip-mask/decode-shift.ts).
  */
@@ -75,7 +77,9 @@ export function decodeStepSpans<M extends Pick<HipMask, 'queryOffset' | 'queryLe
   const extra = stepsSinceRefresh(mask, position);
   if (extra === 0) return mask;
   const o = mask.options;
-  return { ...mask, options: { ...o, slidingWindow: o.slidingWindow + extra, sinkTokens: o.shiftedBlocks ? o.sinkTokens + extra : o.sinkTokens } };
+  // the sink [0, S) and its shifted copy [extra, S + extra): one span [0, S + extra) while extra ≤ S
+  const sinkTokens = o.shiftedBlocks && o.sinkTokens > 0 ? o.sinkTokens + extra : o.sinkTokens;
+  return { ...mask, options: { ...o, slidingWindow: o.slidingWindow + extra, sinkTokens } };
 }
 
 /**

@@ -39,8 +39,8 @@ export interface HipOptions {
   representativeBlocks: number;
   /**
    * Decoding, between refreshes: also read every selected key block, and the sink, shifted
-   * right by the steps since the refresh (so at most 2·topK selected keys and refreshInterval − 1
-   * more sink keys). A head that copies text (the passkey's digits, a quoted name) reads the
+   * right by the steps since the refresh (so at most 2·topK selected keys and, with a sink,
+   * refreshInterval − 1 more sink keys). A head that copies text (the passkey's digits, a quoted name) reads the
    * token after the one it read a step before; the refresh found where the copy started, and
    * the shifted blocks follow it. false is HIP.md's reuse of the refresh's mask as is. Default
    * true (BENCHMARKS.md, "Decoding between refreshes").

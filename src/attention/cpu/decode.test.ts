@@ -26,8 +26,9 @@ describe('decoding-step masks: the selected blocks and the same shifted by the s
 
   it('reads each key once: a decode step attends exactly (sink ∪ sink + shift) ∪ (blocks ∪ blocks + shift) ∪ window, by brute force over random masks', () => {
     const rng = seededRng('decode step keys');
-    const opts = { topK: 24, blockSizeQ: 4, blockStrideQ: 1, blockSizeK: 4, sinkTokens: 3, slidingWindow: 9, refreshInterval: 6, representativeBlocks: 1, shiftedBlocks: true, representative: 'center' as const, blockStrideK: 1, denseLayers: 0, headGroupSize: 1 };
     for (let trial = 0; trial < 200; trial++) {
+      // half of the trials without a sink: an empty sink stays empty
+      const opts = { topK: 24, blockSizeQ: 4, blockStrideQ: 1, blockSizeK: 4, sinkTokens: trial % 2 === 0 ? 3 : 0, slidingWindow: 9, refreshInterval: 6, representativeBlocks: 1, shiftedBlocks: true, representative: 'center' as const, blockStrideK: 1, denseLayers: 0, headGroupSize: 1 };
       const refreshAt = 60 + rng.int(60);
       const n = opts.topK / opts.blockSizeK;
       const chosen = new Set<number>();
@@ -45,7 +46,8 @@ describe('decoding-step masks: the selected blocks and the same shifted by the s
         for (let t = 0; t <= p; t++) {
           const inBlock = (off: number) => starts.some((s) => t >= s + off && t < s + off + opts.blockSizeK);
           // the sink and the blocks, each also shifted by the steps since the refresh
-          if (t < opts.sinkTokens + shift || t >= winFrom || inBlock(0) || (shift > 0 && inBlock(shift))) expected.push(t);
+          const inSink = t < opts.sinkTokens || (opts.sinkTokens > 0 && t < opts.sinkTokens + shift);
+          if (inSink || t >= winFrom || inBlock(0) || (shift > 0 && inBlock(shift))) expected.push(t);
         }
         expect(got).toEqual(expected);
         expect(maskForDecodeStep(mask, p).blocksPerQuery).toBe(shift === 0 ? n : 2 * n);
