@@ -95,3 +95,15 @@ export function randomQkv(rng: Rng, s: NaiveShape, scale = 1): { q: Float32Array
     v: rng.normalArray(s.batch * s.kvHeads * cap * s.headDim),
   };
 }
+
+/**
+ * One mask row of `slots` block starts: `count` distinct multiples of blockSizeK below
+ * gridBlocks · blockSizeK, ascending, then −1 (the HipMask layout of src/attention/mask.ts).
+ */
+export function randomBlockStarts(rng: Rng, slots: number, count: number, gridBlocks: number, blockSizeK: number): Int32Array {
+  const chosen = new Set<number>();
+  while (chosen.size < count) chosen.add(blockSizeK * rng.int(gridBlocks));
+  const row = new Int32Array(slots).fill(-1);
+  row.set([...chosen].sort((a, b) => a - b));
+  return row;
+}

@@ -63,7 +63,7 @@ export function addAttentionOptions(cmd: Command, methodFlag: 'single' | 'list' 
   for (const [key, flag, help] of HIP_FLAGS) cmd.option(flag, `${help} (default ${HIP_DEFAULTS[key]})`, intArg(flag.split(' ')[0]!));
   cmd.addOption(new Option('--representative <which>', `HiP: representative key block of a node (default ${HIP_DEFAULTS.representative})`).choices(['center', 'first']));
   cmd.addOption(
-    new Option('--shifted-blocks <on|off>', `HiP decoding: between refreshes also read the selected blocks shifted by the steps since (default ${HIP_DEFAULTS.shiftedBlocks ? 'on' : 'off'})`).choices(['on', 'off']),
+    new Option('--shifted-blocks <on|off>', `HiP decoding: between refreshes also read the selected blocks and the sink shifted by the steps since (default ${HIP_DEFAULTS.shiftedBlocks ? 'on' : 'off'})`).choices(['on', 'off']),
   );
   cmd.option('--streaming-sink-tokens <n>', `StreamingLLM: sink tokens (default ${STREAMING_DEFAULTS.sinkTokens})`, intArg('--streaming-sink-tokens'));
   cmd.option('--streaming-window <n>', `StreamingLLM: window (default ${STREAMING_DEFAULTS.slidingWindow})`, intArg('--streaming-window'));

@@ -7,7 +7,7 @@
  * then sparse attention over sink ∪ selected blocks ∪ window (src/kernels/attention); commands
  * run in order, so the next layer may overwrite the shared buffer. HiP decoding: every layer
  * owns a one-block mask buffer, refreshed every refreshInterval tokens and reused in between
- * (with the selected blocks also read shifted by the steps since: decode-shift.ts);
+ * (with the selected blocks and the sink also read shifted by the steps since: decode-shift.ts);
  * a refresh estimates the mask of the query block ending at the new token (its last blockSizeQ
  * queries, as src/attention/cpu/decode.ts explains), so every layer also keeps its recent
  * queries in a ring of 2·blockSizeQ rows where each query is written twice (rows j and j + b_q):
@@ -114,7 +114,7 @@ export async function createGpuLayerAttention(
           state.steps = 0;
         }
         state.steps++;
-        // between refreshes: the window reaches back to the refresh's, shifted blocks added
+        // between refreshes: the window reaches back to the refresh's, shifted sink and blocks added
         // (decode-shift.ts, maskForDecodeStep on the CPU)
         return kernels.encode(encoder, problem, { kind: 'hip', mask: shifter!.encode(encoder, state.mask, s.queryOffset) });
       }

@@ -92,7 +92,7 @@ function buildOptions(): void {
   representative = h('select', { id: 'opt-representative' }, h('option', { value: 'center' }, 'centre'), h('option', { value: 'first' }, 'first (v1)'));
   box.append(h('label', { title: 'block that scores a node of the tree search', 'data-for': 'hip' }, 'representative', representative));
   shiftedBlocks = h('input', { type: 'checkbox', id: 'opt-shiftedBlocks' });
-  box.append(h('label', { title: 'decoding: between refreshes also read the selected blocks shifted by the steps since the refresh', 'data-for': 'hip' }, 'shifted blocks', shiftedBlocks));
+  box.append(h('label', { title: 'decoding: between refreshes also read the selected blocks and the sink shifted by the steps since the refresh', 'data-for': 'hip' }, 'shifted blocks', shiftedBlocks));
   applyPreset('defaults');
 }
 

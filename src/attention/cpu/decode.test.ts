@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { maxAbsDiff, naiveAttention, seededRng } from '../../../test/helpers.js';
+import { maxAbsDiff, naiveAttention, randomBlockStarts, seededRng } from '../../../test/helpers.js';
+import { resolveHipOptions } from '../options.js';
 import { hipAttendedKeys, maskForDecodeStep, mergeShiftedStarts, selectedBlocks } from '../mask.js';
 import { createHipDecodeState, hipDecodeAttention } from './decode.js';
 import { hipAttention } from './hip.js';
@@ -28,14 +29,11 @@ describe('decoding-step masks: the selected blocks and the same shifted by the s
     const rng = seededRng('decode step keys');
     for (let trial = 0; trial < 200; trial++) {
       // half of the trials without a sink: an empty sink stays empty
-      const opts = { topK: 24, blockSizeQ: 4, blockStrideQ: 1, blockSizeK: 4, sinkTokens: trial % 2 === 0 ? 3 : 0, slidingWindow: 9, refreshInterval: 6, representativeBlocks: 1, shiftedBlocks: true, representative: 'center' as const, blockStrideK: 1, denseLayers: 0, headGroupSize: 1 };
+      const opts = resolveHipOptions({ topK: 24, blockSizeQ: 4, blockStrideQ: 1, blockSizeK: 4, sinkTokens: trial % 2 === 0 ? 3 : 0, slidingWindow: 9, refreshInterval: 6, shiftedBlocks: true });
       const refreshAt = 60 + rng.int(60);
       const n = opts.topK / opts.blockSizeK;
-      const chosen = new Set<number>();
-      const want = rng.int(n + 1);
-      while (chosen.size < want) chosen.add(opts.blockSizeK * rng.int(Math.floor((refreshAt - opts.slidingWindow) / opts.blockSizeK)));
-      const starts = [...chosen].sort((a, b) => a - b);
-      const blockStarts = Int32Array.from([...starts, ...Array<number>(n - starts.length).fill(-1)]);
+      const blockStarts = randomBlockStarts(rng, n, rng.int(n + 1), Math.floor((refreshAt - opts.slidingWindow) / opts.blockSizeK), opts.blockSizeK);
+      const starts = [...blockStarts].filter((b) => b >= 0);
       const mask = { batch: 1, heads: 1, queryLength: 1, queryOffset: refreshAt, keyLength: refreshAt + 1, numQueryBlocks: 1, blocksPerQuery: n, blockStarts, options: opts, qkProducts: 0 };
       for (let shift = 0; shift < opts.refreshInterval; shift++) {
         const p = refreshAt + shift;
@@ -132,6 +130,14 @@ describe.each([true, false])('HiP decoding with a cached mask (shiftedBlocks %s)
     expect(state.refreshes).toBe(refreshes);
     expect(refreshes).toBe(Math.ceil(steps / opts.refreshInterval));
   });
+});
+
+describe('HiP decoding (either shiftedBlocks)', () => {
+  it('rejects more than one query per step', () => {
+    const shape = { batch: 1, heads: 1, kvHeads: 1, queryLength: 2, keyLength: 4, headDim: 2 };
+    const z = () => new Float32Array(8);
+    expect(() => hipDecodeAttention({ q: new Float32Array(4), k: z(), v: z(), shape }, createHipDecodeState())).toThrow(/one query per step/);
+  });
 
   it("after a prefill chunk, the first refresh's query block holds the chunk's last queries and the new one", () => {
     const rng = seededRng('hip decode after prefill');
@@ -157,11 +163,5 @@ describe.each([true, false])('HiP decoding with a cached mask (shiftedBlocks %s)
     const lastRow = new Float32Array(heads * d);
     for (let h = 0; h < heads; h++) lastRow.set(scratch.subarray((h * m + m - 1) * d, (h * m + m) * d), h * d);
     expect(maxAbsDiff(out, lastRow)).toBeLessThanOrEqual(1e-6);
-  });
-
-  it('rejects more than one query per step', () => {
-    const shape = { batch: 1, heads: 1, kvHeads: 1, queryLength: 2, keyLength: 4, headDim: 2 };
-    const z = () => new Float32Array(8);
-    expect(() => hipDecodeAttention({ q: new Float32Array(4), k: z(), v: z(), shape }, createHipDecodeState())).toThrow(/one query per step/);
   });
 });

@@ -4,8 +4,8 @@
  * generated in between are reached through the sliding window (slidingWindow ≥ refreshInterval),
  * which then reaches back to where the refresh's window started, so that keys sliding out of
  * the window since the refresh are not lost; and (shiftedBlocks, default) the selected blocks
- * are also read shifted right by the steps since the refresh, where a head that copies text
- * looks next (maskForDecodeStep in ../mask.ts).
+ * and the sink are also read shifted right by the steps since the refresh, where a head that
+ * copies text looks next (maskForDecodeStep in ../mask.ts).
  *
  * A refresh estimates the mask of the *query block ending at the new token*: the last
  * blockSizeQ queries (the new one and those before it, prompt queries included, kept in the
@@ -98,7 +98,7 @@ export function hipDecodeAttention(
     state.stepsSinceRefresh = 0;
     state.refreshes++;
   }
-  // between refreshes: the window reaches back to the refresh's, shifted blocks added (maskForDecodeStep)
+  // between refreshes: the window reaches back to the refresh's, shifted sink and blocks added (maskForDecodeStep)
   const output = hipSparseAttention(input, maskForDecodeStep(state.mask!, s.queryOffset), { checkFinite: false });
   state.stepsSinceRefresh++;
   return { output, refreshed };

@@ -2,7 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { type HipMask, maskForDecodeStep } from '../../attention/mask.js';
 import { resolveHipOptions } from '../../attention/options.js';
 import { getTestGpu } from '../../../test/gpu-helpers.js';
-import { seededRng } from '../../../test/helpers.js';
+import { randomBlockStarts, seededRng } from '../../../test/helpers.js';
 import type { Rng } from '../../util/rng.js';
 import { createDecodeShift } from './decode-shift.js';
 import { readGpuHipMask, uploadHipMask } from './index.js';
@@ -13,14 +13,9 @@ afterAll(() => gpu?.destroy());
 /** A random mask: per row a random number of distinct ascending block starts (0 … n), −1 padded. */
 function randomMask(rng: Rng, heads: number, numQueryBlocks: number, n: number, blockSizeK: number, refreshAt: number, shiftedBlocks = true): HipMask {
   const rows = heads * numQueryBlocks;
-  const blockStarts = new Int32Array(rows * n).fill(-1);
+  const blockStarts = new Int32Array(rows * n);
   const grid = Math.floor((refreshAt - 64) / blockSizeK);
-  for (let r = 0; r < rows; r++) {
-    const count = r === 0 ? n : r === 1 ? 0 : rng.int(n + 1);
-    const chosen = new Set<number>();
-    while (chosen.size < count) chosen.add(blockSizeK * rng.int(grid));
-    [...chosen].sort((a, b) => a - b).forEach((s, j) => (blockStarts[r * n + j] = s));
-  }
+  for (let r = 0; r < rows; r++) blockStarts.set(randomBlockStarts(rng, n, r === 0 ? n : r === 1 ? 0 : rng.int(n + 1), grid, blockSizeK), r * n);
   const options = resolveHipOptions({ topK: n * blockSizeK, blockSizeK, blockSizeQ: 16, slidingWindow: 64, shiftedBlocks });
   const queryLength = 16 * numQueryBlocks;
   return { batch: 1, heads, queryLength, queryOffset: refreshAt + 1 - queryLength, keyLength: refreshAt + 1, numQueryBlocks, blocksPerQuery: n, blockStarts, options, qkProducts: 0 };
