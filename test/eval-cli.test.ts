@@ -174,6 +174,10 @@ describe('hipattn eval kv and niah', () => {
     expect(e.stderr).toMatch(/--attention takes dense, hip, streaming/);
     e = await bad(['eval', 'ppl', '--model', stories]);
     expect(e.stderr).toMatch(/give at least one --file/);
+    // a value outside a flag's choices (commander's own check) exits 2 as well
+    e = await bad(['eval', 'passkey', '--model', stories, '--shifted-blocks', 'maybe']);
+    expect(e.code).toBe(2);
+    expect(e.stderr).toMatch(/--shifted-blocks .*'maybe' is invalid/);
   });
 });
 
