@@ -5,6 +5,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { cp, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
@@ -487,6 +488,96 @@ describe('createServer (in-process, stories260K)', () => {
     }
   });
 
+  it('API key: no spelling of a /v1 or /model path gets past it (raw sockets and fetch)', async () => {
+    const { server, url } = await start({ apiKey: 'sekrit', modelFiles: TESTBED });
+    const { port } = new URL(url);
+    const authority = `127.0.0.1:${port}`;
+    const body = JSON.stringify({ prompt: 'Once', max_tokens: 1 });
+    // Request targets that the router sends to a protected handler: percent-escapes (decoded before
+    // matching), absolute-form targets (RFC 9112 §3.2.2), both at once, a query string.
+    const spellings: [method: 'GET' | 'POST', target: string][] = [
+      ['POST', '/v1/completions'],
+      ['POST', '/%761/completions'],
+      ['POST', '/v%31/%63ompletions'],
+      ['POST', '/%76%31/completions'],
+      ['POST', `http://${authority}/v1/completions`],
+      ['POST', `http://${authority}/%761/completions`],
+      ['POST', `HTTP://${authority}/v1/completions?x=1`],
+      ['GET', '/v1/models'],
+      ['GET', '/%761/models'],
+      ['GET', `/v1/models/${model.name}`],
+      ['GET', `/v1/models/%${model.name.charCodeAt(0).toString(16)}${model.name.slice(1)}`],
+      ['GET', `http://${authority}/v1/models`],
+      ['GET', '/model/files.json'],
+      ['GET', '/%6Dodel/files.json'],
+      ['GET', '/model/%6Dodel.safetensors'],
+      ['GET', `http://${authority}/model/model.safetensors`],
+    ];
+    // Spellings that may not route anywhere; they must not reach a handler either.
+    const oddities: [method: 'GET' | 'POST', target: string][] = [
+      ['POST', '//v1/completions'],
+      ['POST', '/v1//completions'],
+      ['POST', '/V1/completions'],
+      ['POST', '/v1/completions/'],
+      ['POST', '/./v1/completions'],
+      ['POST', '/x/../v1/completions'],
+      ['POST', '/%2Fv1/completions'],
+      ['POST', '/v1%2Fcompletions'],
+      ['POST', `http://${authority}//v1/completions`],
+      ['POST', `http://evil.example/v1/completions`],
+      ['GET', '/model/..%2Fconfig.json'],
+    ];
+    const raw = (method: string, target: string, key?: string): Promise<number> =>
+      new Promise((resolve, reject) => {
+        const sock = connect(Number(port), '127.0.0.1');
+        let got = '';
+        sock.setTimeout(10_000, () => sock.destroy(new Error(`no answer to ${method} ${target}`)));
+        sock.on('data', (d: Buffer) => {
+          got += d.toString('latin1');
+          const m = /^HTTP\/1\.1 (\d{3})/.exec(got);
+          if (m) {
+            sock.destroy();
+            resolve(Number(m[1]));
+          }
+        });
+        sock.on('error', reject);
+        sock.on('close', () => (/^HTTP/.test(got) ? undefined : reject(new Error(`connection closed without an answer to ${method} ${target}`))));
+        const payload = method === 'POST' ? body : '';
+        sock.write(
+          `${method} ${target} HTTP/1.1\r\nHost: ${authority}\r\nConnection: close\r\n` +
+            (key ? `Authorization: Bearer ${key}\r\n` : '') +
+            (method === 'POST' ? `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(payload)}\r\n` : '') +
+            `\r\n${payload}`,
+        );
+      });
+    try {
+      for (const [method, target] of spellings) {
+        // With the key the spelling reaches its handler (so without one it would have reached the model) …
+        expect(await raw(method, target, 'sekrit'), `${method} ${target} with the key`).toBe(200);
+        // … and without the key, or with a wrong one, it is refused.
+        expect(await raw(method, target), `${method} ${target} without a key`).toBe(401);
+        expect(await raw(method, target, 'sekrit2'), `${method} ${target} with a wrong key`).toBe(401);
+      }
+      for (const [method, target] of oddities) {
+        const status = await raw(method, target);
+        expect(status === 401 || (status >= 400 && status !== 200 && status < 500), `${method} ${target} without a key: ${status}`).toBe(true);
+      }
+      // The same through fetch (which normalises the path it sends, but not percent-escapes).
+      for (const path of ['/%761/models', `/v%31/models/${model.name}`, '/%6Dodel/model.safetensors']) {
+        expect((await fetch(url + path)).status, path).toBe(401);
+        expect((await fetch(url + path, { headers: { authorization: 'Bearer sekrit' } })).status, path).toBe(200);
+      }
+      expect((await post(url, '/%761/completions', { prompt: 'Once', max_tokens: 1 })).status).toBe(401);
+      // Public with a key set: the health check.
+      expect(await raw('GET', '/health')).toBe(200);
+      expect(await raw('GET', '/%68ealth')).toBe(200);
+      // Only the requests sent with the right key ran the model.
+      expect((await health(url)).requests.completed).toBe(spellings.filter(([m]) => m === 'POST').length);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('a model error mid-generation becomes a stream error event or a 500, and the server keeps serving', async () => {
     let calls = 0;
     const failing: ServedModel = {
@@ -558,14 +649,18 @@ describe('createServer (in-process, stories260K)', () => {
 
   it('offers a local model to a browser app at /model/ (modelFiles): only its model files, byte for byte', async () => {
     const { server, url } = await start({ modelFiles: TESTBED, apiKey: 'k' });
+    const withKey = { headers: { authorization: 'Bearer k' } };
     try {
-      const list = (await (await fetch(`${url}/model/files.json`)).json()) as { name: string; files: string[] };
+      // With an API key set, the weights are not public.
+      expect((await fetch(`${url}/model/files.json`)).status).toBe(401);
+      expect((await fetch(`${url}/model/model.safetensors`)).status).toBe(401);
+      const list = (await (await fetch(`${url}/model/files.json`, withKey)).json()) as { name: string; files: string[] };
       expect(list).toEqual({ name: 'hip-testbed-mini', files: ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'] });
-      const weights = await fetch(`${url}/model/model.safetensors`);
+      const weights = await fetch(`${url}/model/model.safetensors`, withKey);
       expect(weights.status).toBe(200);
       expect(Buffer.from(await weights.arrayBuffer()).equals(await readFile(join(TESTBED, 'model.safetensors')))).toBe(true);
-      expect(await (await fetch(`${url}/model/config.json`)).json()).toEqual(JSON.parse(await readFile(join(TESTBED, 'config.json'), 'utf8')));
-      for (const bad of ['README.md', 'golden.json', '..%2Fpackage.json', '%2E%2E%2Fconfig.json']) expect((await fetch(`${url}/model/${bad}`)).status, bad).toBe(404);
+      expect(await (await fetch(`${url}/model/config.json`, withKey)).json()).toEqual(JSON.parse(await readFile(join(TESTBED, 'config.json'), 'utf8')));
+      for (const bad of ['README.md', 'golden.json', '..%2Fpackage.json', '%2E%2E%2Fconfig.json']) expect((await fetch(`${url}/model/${bad}`, withKey)).status, bad).toBe(404);
     } finally {
       await server.close();
     }

@@ -49,7 +49,7 @@ export function registerServe(program: Command): void {
     .description('serve a model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, /v1/models, /health)')
     .option('--host <address>', 'interface to listen on (0.0.0.0 for every interface)', '127.0.0.1')
     .option('--port <n>', 'TCP port (0: any free port)', intArg('--port'), 8080)
-    .option('--api-key <key>', 'require "Authorization: Bearer <key>" on /v1 requests (default: $HIPATTN_API_KEY, else none)')
+    .option('--api-key <key>', 'require "Authorization: Bearer <key>" on /v1 requests and /model/ files (default: $HIPATTN_API_KEY, else none)')
     .option('--model-id <id>', 'the model id of the API (default: the model folder or file name, or the Hub id)')
     .option('--max-concurrency <n>', 'generations running at once; each loads its own copy of the model (weights and KV cache)', intArg('--max-concurrency'), 1)
     .option('--max-queue <n>', 'requests waiting for a free model; more get 429', intArg('--max-queue'), 64)

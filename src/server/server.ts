@@ -31,7 +31,12 @@ export interface ServerOptions {
   host?: string;
   /** TCP port; 0 picks a free one (listen() returns it). Default 8080. */
   port?: number;
-  /** When set, every /v1 request needs `Authorization: Bearer <apiKey>` (GET /health and static files do not). */
+  /**
+   * When set, the API (every /v1 route) and the model files (/model/) need
+   * `Authorization: Bearer <apiKey>`; GET /health and the static app files do not. The check runs
+   * on the route that matched, so no spelling of a path (percent-escapes, absolute-form targets)
+   * gets around it.
+   */
   apiKey?: string;
   /** Requests that may wait while every model slot is busy; beyond that → 429. Default 64. */
   maxQueue?: number;
@@ -57,7 +62,7 @@ export interface ServerOptions {
    * A local model offered to a browser app (e.g. the one `staticDir` serves), read-only: a Hugging
    * Face model directory (only its model files: config, generation config, tokenizer files, chat
    * template, safetensors and their index) or one .gguf file. `GET /model/files.json` lists them
-   * (`{ name, files }`), `GET /model/FILE` sends one. Like static files, they need no API key.
+   * (`{ name, files }`), `GET /model/FILE` sends one. With an `apiKey` they need it, like /v1.
    */
   modelFiles?: string;
   /** Called when a generation request ends (for logging). */
@@ -129,6 +134,11 @@ function sha256(s: string): Buffer {
 function bearer(header: string | undefined): string | undefined {
   const m = header === undefined ? null : /^Bearer\s+(.+)$/i.exec(header.trim());
   return m ? m[1]!.trim() : undefined;
+}
+
+/** Whether a route (its pattern as registered, e.g. '/v1/models/*') needs the API key when one is set. */
+export function needsKey(route: string | undefined): boolean {
+  return route !== undefined && (route === '/v1' || route.startsWith('/v1/') || route === '/model' || route.startsWith('/model/'));
 }
 
 /** Files of a Hugging Face model directory that a browser needs to load it (no README, no other clutter). */
@@ -222,8 +232,12 @@ export function buildServer(models: ServedModel | readonly ServedModel[], option
     void reply.code(404).send(new ApiError(404, `no route ${request.method} ${request.url.split('?')[0]}`, 'invalid_request_error', null, 'not_found').body());
   });
 
+  // Authorised on the route that matched, not on the raw URL: the router decodes percent-escapes
+  // and accepts absolute-form targets (`POST http://host/v1/…`), so `/%761/completions` reaches
+  // the /v1 handlers too. Public with a key set: GET /health and the browser app's static files
+  // (its code, no secrets); the API (/v1) and the model's weights (/model/) need the key.
   app.addHook('onRequest', async (request, reply) => {
-    if (keyHash === undefined || !request.url.startsWith('/v1')) return;
+    if (keyHash === undefined || !needsKey(request.routeOptions.url)) return;
     const given = bearer(request.headers.authorization);
     if (given === undefined || !timingSafeEqual(sha256(given), keyHash)) {
       const e = new ApiError(

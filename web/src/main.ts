@@ -325,10 +325,15 @@ function setupModelInputs(): void {
     setState('model', 'loading');
     progress(bar, 0);
     try {
-      const f = await fetchModel(url, (p) => {
-        progress(bar, p.total > 0 ? (0.5 * p.loaded) / p.total : 0.25);
-        status(st, `Downloading ${p.file} · ${mb(p.loaded)}${p.total > 0 ? ` of ${mb(p.total)}` : ''}`);
-      });
+      const apiKey = $<HTMLInputElement>('api-key-input').value.trim();
+      const f = await fetchModel(
+        url,
+        (p) => {
+          progress(bar, p.total > 0 ? (0.5 * p.loaded) / p.total : 0.25);
+          status(st, `Downloading ${p.file} · ${mb(p.loaded)}${p.total > 0 ? ` of ${mb(p.total)}` : ''}`);
+        },
+        apiKey ? { apiKey } : {},
+      );
       await useFiles(f);
     } catch (e) {
       setState('model', 'error');
@@ -340,7 +345,15 @@ function setupModelInputs(): void {
 
   // Served by `hipattn serve --ui`: the server's model is listed at ./model/files.json.
   void fetch(new URL('model/files.json', location.href))
-    .then((r) => (r.ok ? (r.json() as Promise<{ name?: string }>) : null))
+    .then((r) => {
+      if (r.status === 401) {
+        // `hipattn serve --api-key`: the model's files need the key.
+        $<HTMLInputElement>('api-key-input').hidden = false;
+        $<HTMLInputElement>('url-input').value = new URL('model/', location.href).href;
+        status(st, 'The server offers its model at ./model/ but needs its API key: enter it, then press "Load URL".');
+      }
+      return r.ok ? (r.json() as Promise<{ name?: string }>) : null;
+    })
     .then((m) => {
       if (!m) return;
       $<HTMLInputElement>('url-input').value = new URL('model/', location.href).href;

@@ -64,9 +64,23 @@ export async function filesFromDrop(dt: DataTransfer): Promise<{ files: File[]; 
   return folder !== undefined ? { files: out, folder } : { files: out };
 }
 
-async function fetchBlob(url: string, onBytes: (delta: number, total: number) => void, signal?: AbortSignal): Promise<Blob | undefined> {
-  const res = await fetch(url, signal ? { signal } : {});
+/** How model files are fetched: an abort signal, and the server's API key (`hipattn serve --api-key`). */
+export interface FetchModelOptions {
+  signal?: AbortSignal;
+  /** Sent as `Authorization: Bearer KEY` (only to the model's own origin). */
+  apiKey?: string;
+}
+
+function requestInit(url: string, opts: FetchModelOptions): RequestInit {
+  const init: RequestInit = opts.signal ? { signal: opts.signal } : {};
+  if (opts.apiKey && new URL(url).origin === location.origin) init.headers = { authorization: `Bearer ${opts.apiKey}` };
+  return init;
+}
+
+async function fetchBlob(url: string, onBytes: (delta: number, total: number) => void, opts: FetchModelOptions): Promise<Blob | undefined> {
+  const res = await fetch(url, requestInit(url, opts));
   if (res.status === 404) return undefined;
+  if (res.status === 401) throw new Error(`GET ${url}: HTTP 401: the server needs its API key for the model files${opts.apiKey ? ' (the one given is wrong)' : ''}`);
   if (!res.ok) throw new Error(`GET ${url}: HTTP ${res.status} ${res.statusText}`);
   const total = Number(res.headers.get('content-length') ?? 0);
   if (!res.body) {
@@ -89,7 +103,7 @@ async function fetchBlob(url: string, onBytes: (delta: number, total: number) =>
  * Fetches a model from a URL: a .gguf file, or a directory (base URL) with `files.json` (what
  * `hipattn serve --ui` lists at /model/) or the usual Hugging Face file names.
  */
-export async function fetchModel(url: string, onProgress: (p: FetchProgress) => void, signal?: AbortSignal): Promise<ModelFiles> {
+export async function fetchModel(url: string, onProgress: (p: FetchProgress) => void, opts: FetchModelOptions = {}): Promise<ModelFiles> {
   const abs = new URL(url, location.href);
   let loaded = 0;
   let total = 0;
@@ -105,7 +119,7 @@ export async function fetchModel(url: string, onProgress: (p: FetchProgress) => 
         loaded += delta;
         onProgress({ file: label, loaded, total });
       },
-      signal,
+      opts,
     );
     if (!blob && required) throw new Error(`${fileUrl.href}: not found (404)`);
     return blob;
@@ -116,7 +130,8 @@ export async function fetchModel(url: string, onProgress: (p: FetchProgress) => 
   }
   const base = new URL(abs.href.endsWith('/') ? abs.href : `${abs.href}/`);
   const name = decodeURIComponent(base.pathname.replace(/\/$/, '').split('/').pop() || base.host);
-  const manifest = await fetch(new URL('files.json', base), signal ? { signal } : {}).then((r) => (r.ok ? (r.json() as Promise<{ name?: string; files?: string[] }>) : null)).catch(() => null);
+  const manifestUrl = new URL('files.json', base).href;
+  const manifest = await fetch(manifestUrl, requestInit(manifestUrl, opts)).then((r) => (r.ok ? (r.json() as Promise<{ name?: string; files?: string[] }>) : null)).catch(() => null);
   if (manifest?.files && manifest.files.length > 0) {
     const label = manifest.name ?? name;
     const gguf = manifest.files.find((f) => f.toLowerCase().endsWith('.gguf'));
