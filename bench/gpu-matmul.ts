@@ -17,7 +17,7 @@
 import { LLAMA3_8B } from '../src/model/synthetic.js';
 import { writeFileSync } from 'node:fs';
 import { acquireGpu, createStorageBuffer, type GpuContext, GpuTimer, readFloat16, readFloat32, roundToFloat16, summaryLine, toFloat16Bits } from '../src/gpu/index.js';
-import { GpuLinear, type LinearOptions, type MatmulChoice, pickSubgroupMatrixConfig } from '../src/kernels/matmul/matmul.js';
+import { GpuLinear, type LinearOptions, type MatmulChoice, pickSubgroupMatrixConfig, type SubgroupMatrixTuning } from '../src/kernels/matmul/matmul.js';
 import { type MatmulKind, subgroupMatrixTile, variantName } from '../src/kernels/matmul/wgsl.js';
 import { GpuRandomFill } from '../src/kernels/random-fill/random-fill.js';
 import type { StorageType } from '../src/kernels/types.js';
@@ -38,6 +38,23 @@ const mmIdx = args.indexOf('--model-matmul');
 let modelMatmul: MatmulChoice = (mmIdx >= 0 ? args[mmIdx + 1] : 'auto') as 'auto' | MatmulKind;
 
 const results: Record<string, unknown> = { started: new Date().toISOString(), args };
+/** Skip the GEMV sweeps (prefill GEMM tuning runs). */
+const noGemv = args.includes('--no-gemv');
+/** Only the first N shapes of the timing table. */
+const shapesIdx = args.indexOf('--shapes');
+const shapeCount = shapesIdx >= 0 ? Number(args[shapesIdx + 1]) : Infinity;
+/** Tensor-core tilings checked for correctness on the device next to the default. */
+const DB_CHECKS: Partial<SubgroupMatrixTuning>[] = [
+  { perSubgroup: [4, 4], subgroups: [2, 2], kTile: 32, doubleBuffer: true },
+  { perSubgroup: [2, 4], subgroups: [4, 2], kTile: 32, doubleBuffer: true },
+  { perSubgroup: [4, 4], subgroups: [2, 4], kTile: 16, doubleBuffer: true },
+];
+/** The model benchmark's tensor-core tilings (by name; each is a separate model run). */
+const MODEL_TILINGS: Record<string, Partial<SubgroupMatrixTuning> | undefined> = {
+  default: undefined,
+  '128x128 db': { perSubgroup: [4, 4], subgroups: [2, 2], kTile: 32, doubleBuffer: true },
+  '128x128 8sg db': { perSubgroup: [2, 4], subgroups: [4, 2], kTile: 32, doubleBuffer: true },
+};
 function save(): void {
   if (outFile) writeFileSync(outFile, JSON.stringify(results, null, 1));
 }
@@ -117,6 +134,7 @@ async function correctness(gpu: GpuContext): Promise<void> {
       [2048, 512, 1024, 'f16', 'f16'],
     ] as const) {
       await run(gpu, 'subgroup-matrix', M, N, K, input, output, { kind: 'subgroup-matrix' });
+      for (const t of DB_CHECKS) await run(gpu, `subgroup-matrix ${JSON.stringify(t)}`, M, N, K, input, output, { kind: 'subgroup-matrix', subgroupMatrix: t });
     }
     await run(gpu, 'subgroup-matrix 4x4/2x4', 300, 600, 512, 'f16', 'f32', { kind: 'subgroup-matrix', subgroupMatrix: { perSubgroup: [4, 4], subgroups: [2, 2], kTile: 32 } });
   } else {
@@ -201,7 +219,7 @@ async function timing(gpu: GpuContext): Promise<void> {
     return b;
   };
   const sg = pickSubgroupMatrixConfig(gpu);
-  for (const [N, K] of shapes) {
+  for (const [N, K] of shapes.slice(0, shapeCount)) {
     // M = 1: several weight copies so that repeated runs do not hit L2 (H200: 50 MB).
     const copies = Math.min(8, Math.max(1, Math.ceil((256 << 20) / (N * K * 2))));
     const weights = Array.from({ length: copies }, (_, i) => randomBuffer(N * K, 100 + i));
@@ -221,24 +239,28 @@ async function timing(gpu: GpuContext): Promise<void> {
     };
     log(`${N}x${K}, f16 weights:`);
     const gemvSweep = quick ? [{ workgroupSize: 256, rows: 4 }] : [128, 256].flatMap((workgroupSize) => [1, 2, 4, 8].map((rows) => ({ workgroupSize, rows })));
-    for (const g of gemvSweep) await tryTime(1, 'gemv', { gemv: g }, 32);
+    if (!noGemv) for (const g of gemvSweep) await tryTime(1, 'gemv', { gemv: g }, 32);
     if (M2 < MBIG) log(`  (M = 2048 output does not fit one binding of ${maxBinding} bytes: timing M = ${M2})`);
     await tryTime(M2, 'tiled', {}, quick ? 3 : 5);
     if (sg) {
       const tilings = quick
-        ? [{ perSubgroup: [2, 4], subgroups: [2, 2], kTile: 32 }]
+        ? [{ perSubgroup: [2, 4], subgroups: [2, 2], kTile: 32, doubleBuffer: false }, { perSubgroup: [4, 4], subgroups: [2, 2], kTile: 32, doubleBuffer: true }]
         : [
-            { perSubgroup: [2, 4], subgroups: [2, 2], kTile: 32 },
-            { perSubgroup: [4, 4], subgroups: [2, 2], kTile: 32 },
-            { perSubgroup: [2, 2], subgroups: [2, 2], kTile: 32 },
-            { perSubgroup: [4, 2], subgroups: [2, 2], kTile: 32 },
-            { perSubgroup: [2, 4], subgroups: [2, 4], kTile: 32 },
-            { perSubgroup: [4, 4], subgroups: [2, 4], kTile: 32 },
-            { perSubgroup: [2, 4], subgroups: [2, 2], kTile: 64 },
-            { perSubgroup: [4, 4], subgroups: [2, 2], kTile: 16 },
+            { perSubgroup: [2, 4], subgroups: [2, 2], kTile: 32, doubleBuffer: false },
+            { perSubgroup: [2, 4], subgroups: [2, 2], kTile: 32, doubleBuffer: true },
+            { perSubgroup: [4, 4], subgroups: [2, 2], kTile: 32, doubleBuffer: false },
+            { perSubgroup: [4, 4], subgroups: [2, 2], kTile: 32, doubleBuffer: true },
+            { perSubgroup: [2, 4], subgroups: [4, 2], kTile: 32, doubleBuffer: false },
+            { perSubgroup: [2, 4], subgroups: [4, 2], kTile: 32, doubleBuffer: true },
+            { perSubgroup: [4, 2], subgroups: [2, 4], kTile: 32, doubleBuffer: true },
+            { perSubgroup: [4, 4], subgroups: [2, 4], kTile: 32, doubleBuffer: false },
+            { perSubgroup: [4, 4], subgroups: [2, 4], kTile: 16, doubleBuffer: true },
+            { perSubgroup: [4, 4], subgroups: [4, 2], kTile: 16, doubleBuffer: true },
+            { perSubgroup: [2, 2], subgroups: [2, 2], kTile: 32, doubleBuffer: true },
+            { perSubgroup: [4, 4], subgroups: [2, 2], kTile: 16, doubleBuffer: true },
           ];
       for (const t of tilings) {
-        const probe = { kind: 'subgroup-matrix' as const, weight: 'f16' as const, input: 'f16' as const, output: 'f16' as const, compact: false, shape: { M: sg.M, N: sg.N, K: sg.K }, subgroupSize: gpu.adapterInfo.subgroupMaxSize || 32, perSubgroup: t.perSubgroup as [number, number], subgroups: t.subgroups as [number, number], kTile: Math.max(t.kTile, sg.K), vector: true, emulate: false };
+        const probe = { kind: 'subgroup-matrix' as const, weight: 'f16' as const, input: 'f16' as const, output: 'f16' as const, compact: false, shape: { M: sg.M, N: sg.N, K: sg.K }, subgroupSize: gpu.adapterInfo.subgroupMaxSize || 32, perSubgroup: t.perSubgroup as [number, number], subgroups: t.subgroups as [number, number], kTile: Math.max(t.kTile, sg.K), vector: true, doubleBuffer: t.doubleBuffer, emulate: false };
         const { sharedBytes, threads } = subgroupMatrixTile(probe);
         if (sharedBytes > gpu.limits.maxComputeWorkgroupStorageSize || threads > gpu.limits.maxComputeInvocationsPerWorkgroup) continue;
         await tryTime(M2, 'subgroup-matrix', { subgroupMatrix: t as LinearOptions['subgroupMatrix'] & object }, quick ? 3 : 5);
@@ -257,13 +279,13 @@ async function timing(gpu: GpuContext): Promise<void> {
 // Llama-3-8B-shaped model (LLAMA3_8B from src/model/synthetic.ts)
 
 
-async function model(gpu: GpuContext): Promise<void> {
+async function model(gpu: GpuContext, tilingName: string, tiling: Partial<SubgroupMatrixTuning> | undefined): Promise<void> {
   const config: LlamaConfig = smoke ? { ...LLAMA3_8B, hiddenSize: 128, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 32, intermediateSize: 256, vocabSize: 1000 } : LLAMA3_8B;
   const prefill = smoke ? 64 : 2048;
   const decode = quick ? 16 : 64;
   const t0 = performance.now();
-  const lm = await LlamaGpu.random(gpu, config, 42, { capacity: smoke ? 256 : 4096, maxChunk: prefill, matmul: modelMatmul });
-  log(`  matmul kernels: ${JSON.stringify(modelMatmul)}`);
+  const lm = await LlamaGpu.random(gpu, config, 42, { capacity: smoke ? 256 : 4096, maxChunk: prefill, matmul: modelMatmul, ...(tiling ? { subgroupMatrix: tiling } : {}) });
+  log(`  matmul kernels: ${JSON.stringify(modelMatmul)}, tensor-core tiling ${tilingName} ${JSON.stringify(tiling ?? {})}`);
   const buildMs = performance.now() - t0;
   log(`${smoke ? 'smoke-test' : 'Llama-3-8B-shaped'} random model: weights ${(lm.bytes.weights / 2 ** 30).toFixed(2)} GiB ${lm.weightType}, KV cache ${(lm.bytes.kvCache / 2 ** 30).toFixed(2)} GiB, activations ${(lm.bytes.activations / 2 ** 30).toFixed(2)} GiB; built in ${buildMs.toFixed(0)} ms`);
   const rng = new Rng(5);
@@ -290,7 +312,8 @@ async function model(gpu: GpuContext): Promise<void> {
     runs.push({ prefillMs, prefillTokS: (prefill / prefillMs) * 1000, decodeMs, decodeTokS: (decode / decodeMs) * 1000 });
     log(`  run ${r}: prefill ${prefill} tokens in ${prefillMs.toFixed(0)} ms = ${((prefill / prefillMs) * 1000).toFixed(0)} tok/s; decode ${decode} tokens (greedy, one readback each) in ${decodeMs.toFixed(0)} ms = ${((decode / decodeMs) * 1000).toFixed(1)} tok/s`);
   }
-  results.model = { config: smoke ? 'smoke' : 'Llama-3-8B shape, random weights', weightType: lm.weightType, bytes: lm.bytes, buildMs, prefillTokens: prefill, decodeTokens: decode, runs };
+  const models = (results.models ??= {}) as Record<string, unknown>;
+  models[tilingName] = { config: smoke ? 'smoke' : 'Llama-3-8B shape, random weights', tiling: tiling ?? 'default', weightType: lm.weightType, bytes: lm.bytes, buildMs, prefillTokens: prefill, decodeTokens: decode, runs };
   save();
   lm.destroy();
 }
@@ -307,12 +330,14 @@ async function main(): Promise<void> {
   await correctness(gpu);
   await timing(gpu);
   if (withModel) {
-    try {
-      await model(gpu);
-    } catch (e) {
-      log(`model benchmark FAILED: ${errText(e)}`);
-      results.model = { error: errText(e) };
-      save();
+    for (const [name, tiling] of Object.entries(MODEL_TILINGS)) {
+      try {
+        await model(gpu, name, tiling);
+      } catch (e) {
+        log(`model benchmark (${name}) FAILED: ${errText(e)}`);
+        ((results.models ??= {}) as Record<string, unknown>)[name] = { error: errText(e) };
+        save();
+      }
     }
   }
   results.finished = new Date().toISOString();

@@ -35,7 +35,7 @@ import { bytesOf } from '../kernels/common.js';
 import { GpuSwiglu } from '../kernels/elementwise/swiglu.js';
 import { GpuEmbedding } from '../kernels/embedding/embedding.js';
 import { GpuKvWrite } from '../kernels/kv-cache/kv-cache.js';
-import { GpuLinear, type LinearOptions, type MatmulChoice } from '../kernels/matmul/matmul.js';
+import { GpuLinear, type LinearOptions, type MatmulChoice, type SubgroupMatrixTuning } from '../kernels/matmul/matmul.js';
 import { GpuRandomFill } from '../kernels/random-fill/random-fill.js';
 import { GpuRmsNorm } from '../kernels/rmsnorm/rmsnorm.js';
 import { GpuRope, packRopeTable } from '../kernels/rope/rope.js';
@@ -78,6 +78,8 @@ export interface LlamaGpuOptions {
    * `{ single, multi }` for decoding and prefill.
    */
   matmul?: MatmulChoice;
+  /** Tiling of the tensor-core GEMM (default: `DEFAULT_SUBGROUP_MATRIX`); for benchmarks and tuning. */
+  subgroupMatrix?: Partial<SubgroupMatrixTuning>;
   /** Progress of the weight upload, per tensor. */
   onProgress?: (p: LoadProgress) => void;
 }
@@ -409,7 +411,7 @@ export class LlamaGpu {
   // Kernels
 
   private linear(o: Omit<LinearOptions, 'kind'>): Promise<GpuLinear> {
-    return GpuLinear.create(this.gpu, { ...o, kind: this.options.matmul ?? 'auto' });
+    return GpuLinear.create(this.gpu, { ...o, kind: this.options.matmul ?? 'auto', ...(this.options.subgroupMatrix ? { subgroupMatrix: this.options.subgroupMatrix } : {}) });
   }
 
   private async build(): Promise<void> {

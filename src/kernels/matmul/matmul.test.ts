@@ -196,6 +196,24 @@ describe.skipIf(!gpu)('matmul kernels vs CPU', () => {
     for (const [c, tol] of cases) check(await runCase(gpu!, c, rng), tol);
   });
 
+  it.skipIf(!gpu?.features.shaderF16)('subgroup-matrix GEMM, emulated, double-buffered staging: odd and even K-tile counts, f16 and f32 x, ragged tiles', async () => {
+    const rng = new Rng(testSeed('matmul sgmat emulated double-buffered'));
+    const emu = { shape: { M: 4, N: 4, K: 4 }, subgroupSize: 4 };
+    // kTile 8: K = 40 is 5 tiles (the last computed from buffer 0), K = 48 is 6, K = 8 is one
+    // (no prefetch at all); with 16 threads every thread stages several groups of 8.
+    const opts = (perSubgroup: [number, number]): Partial<LinearOptions> => ({
+      kind: 'subgroup-matrix',
+      emulateSubgroupMatrix: emu,
+      subgroupMatrix: { perSubgroup, subgroups: [2, 2], kTile: 8, doubleBuffer: true },
+    });
+    const cases: [Case, number][] = [
+      [{ M: 37, N: 45, K: 40, weight: 'f16', input: 'f16', output: 'f32', bias: true, padX: 8, xOffset: 16, opts: opts([1, 2]) }, TOL_F32],
+      [{ M: 21, N: 38, K: 48, weight: 'f16', input: 'f32', output: 'f16', accumulate: true, padY: 2, yOffset: 4, opts: opts([2, 2]) }, TOL_F16],
+      [{ M: 9, N: 70, K: 8, weight: 'f16', input: 'f16', output: 'f32', opts: opts([1, 4]) }, TOL_F32],
+    ];
+    for (const [c, tol] of cases) check(await runCase(gpu!, c, rng), tol);
+  });
+
   it.skipIf(!gpu || !pickSubgroupMatrixConfig(gpu))('subgroup-matrix GEMM on the adapter\'s tensor cores', async () => {
     const rng = new Rng(testSeed('matmul sgmat'));
     console.log(`subgroup matrix configs: ${JSON.stringify(gpu!.adapterInfo.subgroupMatrixConfigs)}`);
@@ -219,13 +237,17 @@ describe.skipIf(!nullGpu?.features.subgroupMatrix)('tensor-core matmul WGSL on D
     for (const input of ['f16', 'f32'] as const) {
       for (const output of ['f16', 'f32'] as const) {
         for (const vector of [true, false]) {
-          const v: SubgroupMatrixVariant = { ...base, input, output, vector, perSubgroup: [2, 4], subgroups: [2, 2] };
-          await compileShader(nullGpu!.device, `matmul/${variantName(v)}`, matmulWgsl(v));
+          for (const doubleBuffer of [false, true]) {
+            const v: SubgroupMatrixVariant = { ...base, input, output, vector, doubleBuffer, perSubgroup: [2, 4], subgroups: [2, 2] };
+            await compileShader(nullGpu!.device, `matmul/${variantName(v)}`, matmulWgsl(v));
+          }
         }
       }
     }
     const sg = nullGpu!.adapterInfo.subgroupMaxSize || 32;
-    const small: SubgroupMatrixVariant = { ...base, input: 'f16', output: 'f32', vector: true, perSubgroup: [1, 2], subgroups: [1, 2], subgroupSize: sg };
-    await nullGpu!.pipelines.computePipeline({ name: `matmul/${variantName(small)}`, code: matmulWgsl(small), bindings: [['uniform', 'read-only-storage', 'read-only-storage', 'read-only-storage', 'storage']] });
+    for (const doubleBuffer of [false, true]) {
+      const small: SubgroupMatrixVariant = { ...base, input: 'f16', output: 'f32', vector: true, doubleBuffer, perSubgroup: [1, 2], subgroups: [1, 2], subgroupSize: sg };
+      await nullGpu!.pipelines.computePipeline({ name: `matmul/${variantName(small)}`, code: matmulWgsl(small), bindings: [['uniform', 'read-only-storage', 'read-only-storage', 'read-only-storage', 'storage']] });
+    }
   });
 });

@@ -46,6 +46,8 @@ export interface SubgroupMatrixTuning {
   perSubgroup: [number, number];
   subgroups: [number, number];
   kTile: number;
+  /** Double-buffered staging with register prefetch (see SubgroupMatrixVariant.doubleBuffer). */
+  doubleBuffer: boolean;
 }
 
 /** Defaults: chosen for NVIDIA (32-wide subgroups) and sane elsewhere; the H200 bench sweeps them. */
@@ -54,7 +56,7 @@ export const DEFAULT_TILED = { TM: 4, TN: 4 };
 export const DEFAULT_DIRECT = { TM: 4, TN: 8, workgroupSize: 32 };
 /** On CPU rasterisers (lavapipe) fewer, fatter threads are faster. */
 export const FALLBACK_TILED = { TM: 8, TN: 8 };
-export const DEFAULT_SUBGROUP_MATRIX: SubgroupMatrixTuning = { perSubgroup: [2, 4], subgroups: [2, 2], kTile: 32 };
+export const DEFAULT_SUBGROUP_MATRIX: SubgroupMatrixTuning = { perSubgroup: [2, 4], subgroups: [2, 2], kTile: 32, doubleBuffer: false };
 
 /**
  * For tests on adapters without subgroup matrices: run the subgroup-matrix kernel with
@@ -282,7 +284,7 @@ export class GpuLinear {
           subgroupSize = this.gpu.adapterInfo.subgroupMaxSize || 32;
         }
         const kTile = Math.max(t.kTile, shape.K, 8);
-        const v: SubgroupMatrixVariant = { kind, ...base, shape, subgroupSize, perSubgroup: t.perSubgroup, subgroups: t.subgroups, kTile, vector, emulate: !!emu };
+        const v: SubgroupMatrixVariant = { kind, ...base, shape, subgroupSize, perSubgroup: t.perSubgroup, subgroups: t.subgroups, kTile, vector, doubleBuffer: t.doubleBuffer, emulate: !!emu };
         return v;
       }
     }

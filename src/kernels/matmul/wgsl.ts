@@ -114,6 +114,12 @@ export interface SubgroupMatrixVariant extends VariantBase {
   kTile: number;
   /** 8-element staging loads (K, ldx, xOffset multiples of 8). */
   vector: boolean;
+  /**
+   * Two staging buffers, the next K tile's global loads issued into registers before the
+   * current tile's MMAs and stored after them: one barrier per K tile and the load latency
+   * hidden behind the MMAs (vector staging only; without it the kernel stages single-buffered).
+   */
+  doubleBuffer: boolean;
   /** Plain-WGSL stand-ins for the subgroup-matrix builtins (testing only). */
   emulate: boolean;
 }
@@ -134,7 +140,7 @@ export function variantName(v: MatmulVariant): string {
       const s = v.shape;
       const tm = v.perSubgroup[0] * v.subgroups[0] * s.M;
       const tn = v.perSubgroup[1] * v.subgroups[1] * s.N;
-      return `sgmat[${s.M}x${s.N}x${s.K} tile ${tm}x${tn}x${v.kTile}${v.vector ? ' vec' : ''}${v.emulate ? ' EMULATED' : ''}] ${io}`;
+      return `sgmat[${s.M}x${s.N}x${s.K} tile ${tm}x${tn}x${v.kTile}${v.vector ? ' vec' : ''}${pipelined(v) ? ' db' : ''}${v.emulate ? ' EMULATED' : ''}] ${io}`;
     }
   }
 }
@@ -363,6 +369,11 @@ export function tiledTile(v: TiledVariant): { BM: number; BN: number } {
 // ---------------------------------------------------------------------------------------------
 // Subgroup-matrix GEMM (tensor cores)
 
+/** Whether a subgroup-matrix variant runs the double-buffered pipeline (it needs vector staging). */
+function pipelined(v: SubgroupMatrixVariant): boolean {
+  return v.doubleBuffer && v.vector;
+}
+
 /** Tile sizes of a subgroup-matrix variant. */
 export function subgroupMatrixTile(v: SubgroupMatrixVariant): { BM: number; BN: number; BK: number; threads: number; sharedBytes: number } {
   const s = v.shape;
@@ -371,7 +382,8 @@ export function subgroupMatrixTile(v: SubgroupMatrixVariant): { BM: number; BN: 
   const BK = v.kTile;
   const BKP = BK + 8;
   const nsg = v.subgroups[0] * v.subgroups[1];
-  return { BM, BN, BK, threads: nsg * v.subgroupSize, sharedBytes: (BM + BN) * BKP * 2 + nsg * s.M * s.N * 4 };
+  const buffers = pipelined(v) ? 2 : 1;
+  return { BM, BN, BK, threads: nsg * v.subgroupSize, sharedBytes: buffers * (BM + BN) * BKP * 2 + nsg * s.M * s.N * 4 };
 }
 
 function subgroupMatrixWgsl(v: SubgroupMatrixVariant): string {
@@ -460,14 +472,100 @@ fn emuStore(off: u32, v: Result, colMajor: bool, stride: u32) {
     ${tile}[r * ${BKP}u + kk] = f16(val);
   }`;
 
+  const db = pipelined(v);
+  const TILE_A = BM * BKP;
+  const TILE_B = BN * BKP;
+  // MMAs over one staged K tile whose buffers start at aBase / bBase.
+  const mmaTile = (aBase: string, bBase: string) => `      for (var kk = 0u; kk < ${BK}u; kk += ${s.K}u) {
+        var left: array<Left, ${SM}>;
+        for (var i = 0u; i < ${B(`${SM}u`)}; i++) { left[i] = ${loadLeft(`${aBase} + (sgRow + i * ${s.M}u) * ${BKP}u + kk`)}; }
+        for (var j = 0u; j < ${B(`${SN}u`)}; j++) {
+          let right = ${loadRight(`${bBase} + (sgCol + j * ${s.N}u) * ${BKP}u + kk`)};
+          for (var i = 0u; i < ${B(`${SM}u`)}; i++) { acc[i][j] = ${mma('left[i]', 'right', 'acc[i][j]')}; }
+        }
+      }`;
+  // Double-buffered staging: each thread owns G groups of 8 consecutive k of one tile row; the
+  // groups are loaded into registers (raw: f16 pairs as u32 words, f32 as two vec4) and stored
+  // into workgroup memory later (f16 by bitcast, no f32 round trip).
+  const raw = (t: StorageType) => (t === 'f16' ? 'vec4<u32>' : 'array<vec4<f32>, 2>');
+  const rawZero = (t: StorageType) => (t === 'f16' ? 'vec4<u32>(0u)' : 'array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0))');
+  const rawLoad = (t: StorageType, buf: string, fn8: string, j: string) => (t === 'f16' ? `${buf}[${j}]` : `${fn8}(${j})`);
+  const groups = (rows: number) => (rows * BK) / 8;
+  const perThread = (rows: number) => Math.ceil(groups(rows) / threads);
+  const loadRegs = (regs: string, rows: number, t: StorageType, buf: string, fn8: string, rowOk: string, rowBase: string, k: string) => `    for (var i = 0u; i < ${B(`${perThread(rows)}u`)}; i++) {
+      let g = lid + i * ${threads}u;
+      let r = g / ${BK / 8}u;
+      let kk = (g % ${BK / 8}u) * 8u;
+      ${regs}[i] = ${rawZero(t)};
+      if (g < ${groups(rows)}u && ${rowOk.replace(/ROW/g, 'r')} && ${k} + kk < p.K) { ${regs}[i] = ${rawLoad(t, buf, fn8, `(${rowBase.replace(/ROW/g, 'r')} + ${k} + kk) / 8u`)}; }
+    }`;
+  const storeRegs = (regs: string, tile: string, rows: number, t: StorageType, base: string) => `    for (var i = 0u; i < ${B(`${perThread(rows)}u`)}; i++) {
+      let g = lid + i * ${threads}u;
+      if (g < ${groups(rows)}u) {
+        let o = ${base} + (g / ${BK / 8}u) * ${BKP}u + (g % ${BK / 8}u) * 8u;
+${
+  t === 'f16'
+    ? `        let w = ${regs}[i];
+        let h0 = bitcast<vec2<f16>>(w.x);
+        let h1 = bitcast<vec2<f16>>(w.y);
+        let h2 = bitcast<vec2<f16>>(w.z);
+        let h3 = bitcast<vec2<f16>>(w.w);
+        ${tile}[o] = h0.x; ${tile}[o + 1u] = h0.y; ${tile}[o + 2u] = h1.x; ${tile}[o + 3u] = h1.y;
+        ${tile}[o + 4u] = h2.x; ${tile}[o + 5u] = h2.y; ${tile}[o + 6u] = h3.x; ${tile}[o + 7u] = h3.y;`
+    : `        for (var e = 0u; e < ${B('4u')}; e++) { ${tile}[o + e] = f16(${regs}[i][0][e]); ${tile}[o + 4u + e] = f16(${regs}[i][1][e]); }`
+}
+      }
+    }`;
+  const xOk = '(m0 + ROW < p.M)';
+  const xRow = '(p.xOffset + (m0 + ROW) * p.ldx)';
+  const wOk = '(n0 + ROW < p.N)';
+  const wRow = '((n0 + ROW) * p.K)';
+  const mainLoop = db
+    ? `  var ra: array<${raw(v.input)}, ${perThread(BM)}>;
+  var rb: array<${raw(v.weight)}, ${perThread(BN)}>;
+  let nk = (p.K + ${BK - 1}u) / ${BK}u;
+${loadRegs('ra', BM, v.input, 'X', 'x8', xOk, xRow, '0u')}
+${loadRegs('rb', BN, v.weight, 'W', 'w8', wOk, wRow, '0u')}
+${storeRegs('ra', 'As', BM, v.input, '0u')}
+${storeRegs('rb', 'Bs', BN, v.weight, '0u')}
+  workgroupBarrier();
+  for (var t = 0u; t < nk; t++) {
+    let cur = t & 1u;
+    let more = t + 1u < nk;
+    // Loads of tile t+1 are in flight while tile t's MMAs run; buffer 1-cur was last read in
+    // step t-1, which ended with a barrier.
+    if (more) {
+      let kn = (t + 1u) * ${BK}u;
+${loadRegs('ra', BM, v.input, 'X', 'x8', xOk, xRow, 'kn')}
+${loadRegs('rb', BN, v.weight, 'W', 'w8', wOk, wRow, 'kn')}
+    }
+    if (isActive) {
+${mmaTile(`cur * ${TILE_A}u`, `cur * ${TILE_B}u`)}
+    }
+    if (more) {
+${storeRegs('ra', 'As', BM, v.input, `(1u - cur) * ${TILE_A}u`)}
+${storeRegs('rb', 'Bs', BN, v.weight, `(1u - cur) * ${TILE_B}u`)}
+    }
+    workgroupBarrier();
+  }`
+    : `  for (var k0 = 0u; k0 < p.K; k0 += ${BK}u) {
+${stage('As', BM, xOk, xRow, v.vector, 'xAt', 'x8')}
+${stage('Bs', BN, wOk, wRow, v.vector, 'wAt', 'w8')}
+    workgroupBarrier();
+    if (isActive) {
+${mmaTile('0u', '0u')}
+    }
+    workgroupBarrier();
+  }`;
+
   return `${header(v, extensions)}
 ${operandDecls(v, v.vector, v.vector)}
 ${storeFn(v)}
 alias Left = ${LEFT};
 alias Right = ${RIGHT};
 alias Result = ${RESULT};
-var<workgroup> As: array<f16, ${BM * BKP}>; // x tile [BM][BKP]
-var<workgroup> Bs: array<f16, ${BN * BKP}>; // W tile [BN][BKP] (= Wᵀ tile, column-major)
+var<workgroup> As: array<f16, ${(db ? 2 : 1) * TILE_A}>; // x tile(s) [BM][BKP]
+var<workgroup> Bs: array<f16, ${(db ? 2 : 1) * TILE_B}>; // W tile(s) [BN][BKP] (= Wᵀ tile, column-major)
 var<workgroup> Cs: array<f32, ${NSG * s.M * s.N}>; // one result matrix per subgroup, for the epilogue
 ${emuFns}
 
@@ -480,22 +578,7 @@ ${ids}
   let sgRow = (sgid / ${WN}u) * ${SM * s.M}u; // first tile row of this subgroup's block
   let sgCol = (sgid % ${WN}u) * ${SN * s.N}u;
   var acc: array<array<Result, ${SN}>, ${SM}>;
-  for (var k0 = 0u; k0 < p.K; k0 += ${BK}u) {
-${stage('As', BM, '(m0 + ROW < p.M)', '(p.xOffset + (m0 + ROW) * p.ldx)', v.vector, 'xAt', 'x8')}
-${stage('Bs', BN, '(n0 + ROW < p.N)', '((n0 + ROW) * p.K)', v.vector, 'wAt', 'w8')}
-    workgroupBarrier();
-    if (isActive) {
-      for (var kk = 0u; kk < ${BK}u; kk += ${s.K}u) {
-        var left: array<Left, ${SM}>;
-        for (var i = 0u; i < ${B(`${SM}u`)}; i++) { left[i] = ${loadLeft(`(sgRow + i * ${s.M}u) * ${BKP}u + kk`)}; }
-        for (var j = 0u; j < ${B(`${SN}u`)}; j++) {
-          let right = ${loadRight(`(sgCol + j * ${s.N}u) * ${BKP}u + kk`)};
-          for (var i = 0u; i < ${B(`${SM}u`)}; i++) { acc[i][j] = ${mma('left[i]', 'right', 'acc[i][j]')}; }
-        }
-      }
-    }
-    workgroupBarrier();
-  }
+${mainLoop}
   // Epilogue, one result matrix at a time through this subgroup's scratch tile.
   let scratch = min(sgid, ${NSG - 1}u) * ${s.M * s.N}u;
   for (var i = 0u; i < ${B(`${SM}u`)}; i++) {
