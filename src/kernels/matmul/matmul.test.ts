@@ -210,6 +210,9 @@ describe.skipIf(!gpu)('matmul kernels vs CPU', () => {
       [{ M: 37, N: 45, K: 40, weight: 'f16', input: 'f16', output: 'f32', bias: true, padX: 8, xOffset: 16, opts: opts([1, 2]) }, TOL_F32],
       [{ M: 21, N: 38, K: 48, weight: 'f16', input: 'f32', output: 'f16', accumulate: true, padY: 2, yOffset: 4, opts: opts([2, 2]) }, TOL_F16],
       [{ M: 9, N: 70, K: 8, weight: 'f16', input: 'f16', output: 'f32', opts: opts([1, 4]) }, TOL_F32],
+      // Unrolled code (what real GPUs run: constant subgroup-matrix indices), single- and double-buffered.
+      [{ M: 19, N: 21, K: 24, weight: 'f16', input: 'f16', output: 'f32', bias: true, opts: { ...opts([2, 2]), compact: false } }, TOL_F32],
+      [{ M: 19, N: 21, K: 24, weight: 'f16', input: 'f32', output: 'f32', opts: { ...opts([2, 1]), subgroupMatrix: { perSubgroup: [2, 1], subgroups: [2, 2], kTile: 8, doubleBuffer: false }, compact: false } }, TOL_F32],
     ];
     for (const [c, tol] of cases) check(await runCase(gpu!, c, rng), tol);
   });

@@ -476,7 +476,33 @@ fn emuStore(off: u32, v: Result, colMajor: bool, stride: u32) {
   const TILE_A = BM * BKP;
   const TILE_B = BN * BKP;
   // MMAs over one staged K tile whose buffers start at aBase / bBase.
-  const mmaTile = (aBase: string, bBase: string) => `      for (var kk = 0u; kk < ${BK}u; kk += ${s.K}u) {
+  // Unrolled (real GPUs): every subgroup-matrix variable is indexed by a constant. With loop
+  // indices the driver cannot keep the accumulator array in registers (measured on an H100:
+  // every tiling stuck at ≈ 28 TFLOP/s).
+  const unroll = !v.compact;
+  const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+  const mmaTile = (aBase: string, bBase: string) =>
+    unroll
+      ? range(BK / s.K)
+          .map(
+            (q) => `      {
+${range(SM)
+  .map((i) => `        let left${i} = ${loadLeft(`${aBase} + ${(i * s.M) * BKP + q * s.K}u + sgRow * ${BKP}u`)};`)
+  .join('\n')}
+${range(SN)
+  .map(
+    (j) => `        {
+          let right = ${loadRight(`${bBase} + ${(j * s.N) * BKP + q * s.K}u + sgCol * ${BKP}u`)};
+${range(SM)
+  .map((i) => `          acc[${i}][${j}] = ${mma(`left${i}`, 'right', `acc[${i}][${j}]`)};`)
+  .join('\n')}
+        }`,
+  )
+  .join('\n')}
+      }`,
+          )
+          .join('\n')
+      : `      for (var kk = 0u; kk < ${BK}u; kk += ${s.K}u) {
         var left: array<Left, ${SM}>;
         for (var i = 0u; i < ${B(`${SM}u`)}; i++) { left[i] = ${loadLeft(`${aBase} + (sgRow + i * ${s.M}u) * ${BKP}u + kk`)}; }
         for (var j = 0u; j < ${B(`${SN}u`)}; j++) {
@@ -484,6 +510,25 @@ fn emuStore(off: u32, v: Result, colMajor: bool, stride: u32) {
           for (var i = 0u; i < ${B(`${SM}u`)}; i++) { acc[i][j] = ${mma('left[i]', 'right', 'acc[i][j]')}; }
         }
       }`;
+  const epilogueOne = (i: string, j: string) => `      if (isActive) { ${store('scratch', `acc[${i}][${j}]`)} }
+      workgroupBarrier();
+      if (isActive) {
+        for (var e = lane; e < ${s.M * s.N}u; e += sgSize) {
+          let m = m0 + sgRow + ${i} * ${s.M}u + e / ${s.N}u;
+          let n = n0 + sgCol + ${j} * ${s.N}u + e % ${s.N}u;
+          if (m < p.M && n < p.N) { store(m, n, Cs[scratch + e]); }
+        }
+      }
+      workgroupBarrier();`;
+  const epilogue = unroll
+    ? range(SM)
+        .flatMap((i) => range(SN).map((j) => `  {\n${epilogueOne(`${i}u`, `${j}u`)}\n  }`))
+        .join('\n')
+    : `  for (var i = 0u; i < ${B(`${SM}u`)}; i++) {
+    for (var j = 0u; j < ${B(`${SN}u`)}; j++) {
+${epilogueOne('i', 'j')}
+    }
+  }`;
   // Double-buffered staging: each thread owns G groups of 8 consecutive k of one tile row; the
   // groups are loaded into registers (raw: f16 pairs as u32 words, f32 as two vec4) and stored
   // into workgroup memory later (f16 by bitcast, no f32 round trip).
@@ -492,30 +537,41 @@ fn emuStore(off: u32, v: Result, colMajor: bool, stride: u32) {
   const rawLoad = (t: StorageType, buf: string, fn8: string, j: string) => (t === 'f16' ? `${buf}[${j}]` : `${fn8}(${j})`);
   const groups = (rows: number) => (rows * BK) / 8;
   const perThread = (rows: number) => Math.ceil(groups(rows) / threads);
-  const loadRegs = (regs: string, rows: number, t: StorageType, buf: string, fn8: string, rowOk: string, rowBase: string, k: string) => `    for (var i = 0u; i < ${B(`${perThread(rows)}u`)}; i++) {
-      let g = lid + i * ${threads}u;
+  // A loop over this thread's staging groups: unrolled (constant register indices) or not.
+  const perGroup = (rows: number, body: (i: string) => string) =>
+    unroll
+      ? range(perThread(rows))
+          .map((i) => `    {\n${body(`${i}u`)}\n    }`)
+          .join('\n')
+      : `    for (var i = 0u; i < ${B(`${perThread(rows)}u`)}; i++) {\n${body('i')}\n    }`;
+  const loadRegs = (regs: string, rows: number, t: StorageType, buf: string, fn8: string, rowOk: string, rowBase: string, k: string) =>
+    perGroup(
+      rows,
+      (i) => `      let g = lid + ${i} * ${threads}u;
       let r = g / ${BK / 8}u;
       let kk = (g % ${BK / 8}u) * 8u;
-      ${regs}[i] = ${rawZero(t)};
-      if (g < ${groups(rows)}u && ${rowOk.replace(/ROW/g, 'r')} && ${k} + kk < p.K) { ${regs}[i] = ${rawLoad(t, buf, fn8, `(${rowBase.replace(/ROW/g, 'r')} + ${k} + kk) / 8u`)}; }
-    }`;
-  const storeRegs = (regs: string, tile: string, rows: number, t: StorageType, base: string) => `    for (var i = 0u; i < ${B(`${perThread(rows)}u`)}; i++) {
-      let g = lid + i * ${threads}u;
+      ${regs}[${i}] = ${rawZero(t)};
+      if (g < ${groups(rows)}u && ${rowOk.replace(/ROW/g, 'r')} && ${k} + kk < p.K) { ${regs}[${i}] = ${rawLoad(t, buf, fn8, `(${rowBase.replace(/ROW/g, 'r')} + ${k} + kk) / 8u`)}; }`,
+    );
+  const storeRegs = (regs: string, tile: string, rows: number, t: StorageType, base: string) =>
+    perGroup(
+      rows,
+      (i) => `      let g = lid + ${i} * ${threads}u;
       if (g < ${groups(rows)}u) {
         let o = ${base} + (g / ${BK / 8}u) * ${BKP}u + (g % ${BK / 8}u) * 8u;
 ${
   t === 'f16'
-    ? `        let w = ${regs}[i];
+    ? `        let w = ${regs}[${i}];
         let h0 = bitcast<vec2<f16>>(w.x);
         let h1 = bitcast<vec2<f16>>(w.y);
         let h2 = bitcast<vec2<f16>>(w.z);
         let h3 = bitcast<vec2<f16>>(w.w);
         ${tile}[o] = h0.x; ${tile}[o + 1u] = h0.y; ${tile}[o + 2u] = h1.x; ${tile}[o + 3u] = h1.y;
         ${tile}[o + 4u] = h2.x; ${tile}[o + 5u] = h2.y; ${tile}[o + 6u] = h3.x; ${tile}[o + 7u] = h3.y;`
-    : `        for (var e = 0u; e < ${B('4u')}; e++) { ${tile}[o + e] = f16(${regs}[i][0][e]); ${tile}[o + 4u + e] = f16(${regs}[i][1][e]); }`
+    : `        for (var e = 0u; e < ${B('4u')}; e++) { ${tile}[o + e] = f16(${regs}[${i}][0][e]); ${tile}[o + 4u + e] = f16(${regs}[${i}][1][e]); }`
 }
-      }
-    }`;
+      }`,
+    );
   const xOk = '(m0 + ROW < p.M)';
   const xRow = '(p.xOffset + (m0 + ROW) * p.ldx)';
   const wOk = '(n0 + ROW < p.N)';
@@ -581,20 +637,7 @@ ${ids}
 ${mainLoop}
   // Epilogue, one result matrix at a time through this subgroup's scratch tile.
   let scratch = min(sgid, ${NSG - 1}u) * ${s.M * s.N}u;
-  for (var i = 0u; i < ${B(`${SM}u`)}; i++) {
-    for (var j = 0u; j < ${B(`${SN}u`)}; j++) {
-      if (isActive) { ${store('scratch', 'acc[i][j]')} }
-      workgroupBarrier();
-      if (isActive) {
-        for (var e = lane; e < ${s.M * s.N}u; e += sgSize) {
-          let m = m0 + sgRow + i * ${s.M}u + e / ${s.N}u;
-          let n = n0 + sgCol + j * ${s.N}u + e % ${s.N}u;
-          if (m < p.M && n < p.N) { store(m, n, Cs[scratch + e]); }
-        }
-      }
-      workgroupBarrier();
-    }
-  }
+${epilogue}
 }
 `;
 }
