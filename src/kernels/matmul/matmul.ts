@@ -56,7 +56,19 @@ export const DEFAULT_TILED = { TM: 4, TN: 4 };
 export const DEFAULT_DIRECT = { TM: 4, TN: 8, workgroupSize: 32 };
 /** On CPU rasterisers (lavapipe) fewer, fatter threads are faster. */
 export const FALLBACK_TILED = { TM: 8, TN: 8 };
-export const DEFAULT_SUBGROUP_MATRIX: SubgroupMatrixTuning = { perSubgroup: [2, 4], subgroups: [2, 2], kTile: 32, doubleBuffer: false };
+/**
+ * 128×128 output tiles, 8 subgroups of 32×64, K tiles of 32 double-buffered: 85 TFLOP/s on the
+ * 14336×4096 and 4096×14336 shapes on an H100 (2026-12-07; BENCHMARKS.md, "GEMM"), 3.9x the old
+ * 64×128 single-buffered default. Needs 48 KiB of workgroup memory; `fittingTiling` falls back
+ * on devices with less.
+ */
+export const DEFAULT_SUBGROUP_MATRIX: SubgroupMatrixTuning = { perSubgroup: [2, 4], subgroups: [4, 2], kTile: 32, doubleBuffer: true };
+/** Tried in order when the default tiling does not fit the device's workgroup limits. */
+const FALLBACK_SUBGROUP_MATRIX: SubgroupMatrixTuning[] = [
+  { perSubgroup: [2, 4], subgroups: [4, 2], kTile: 32, doubleBuffer: false },
+  { perSubgroup: [2, 4], subgroups: [2, 2], kTile: 32, doubleBuffer: false },
+  { perSubgroup: [1, 2], subgroups: [2, 2], kTile: 16, doubleBuffer: false },
+];
 
 /**
  * For tests on adapters without subgroup matrices: run the subgroup-matrix kernel with
@@ -283,11 +295,29 @@ export class GpuLinear {
           shape = { M: cfg.M, N: cfg.N, K: cfg.K };
           subgroupSize = this.gpu.adapterInfo.subgroupMaxSize || 32;
         }
-        const kTile = Math.max(t.kTile, shape.K, 8);
-        const v: SubgroupMatrixVariant = { kind, ...base, shape, subgroupSize, perSubgroup: t.perSubgroup, subgroups: t.subgroups, kTile, vector, doubleBuffer: t.doubleBuffer, emulate: !!emu };
-        return v;
+        const make = (t: SubgroupMatrixTuning): SubgroupMatrixVariant => ({
+          kind,
+          ...base,
+          shape,
+          subgroupSize,
+          perSubgroup: t.perSubgroup,
+          subgroups: t.subgroups,
+          kTile: Math.max(t.kTile, shape.K, 8),
+          vector,
+          doubleBuffer: t.doubleBuffer,
+          emulate: !!emu,
+        });
+        // An explicit tiling is used as given (compile() refuses it if it does not fit); the
+        // default degrades to the first fallback that fits the device.
+        if (o.subgroupMatrix) return make(t);
+        return [t, ...FALLBACK_SUBGROUP_MATRIX].map(make).find((v) => this.fits(v)) ?? make(t);
       }
     }
+  }
+
+  private fits(v: SubgroupMatrixVariant): boolean {
+    const { sharedBytes, threads } = subgroupMatrixTile(v);
+    return sharedBytes <= this.gpu.limits.maxComputeWorkgroupStorageSize && threads <= this.gpu.limits.maxComputeInvocationsPerWorkgroup;
   }
 
   private async compile(): Promise<void> {
@@ -299,7 +329,7 @@ export class GpuLinear {
     for (const [key, variant] of wanted) {
       if (variant.kind === 'subgroup-matrix') {
         const { sharedBytes, threads } = subgroupMatrixTile(variant);
-        if (sharedBytes > this.gpu.limits.maxComputeWorkgroupStorageSize || threads > this.gpu.limits.maxComputeInvocationsPerWorkgroup) {
+        if (!this.fits(variant)) {
           throw new HipAttnError('UNSUPPORTED', `${this.label}: ${variantName(variant)} needs ${sharedBytes} bytes of workgroup memory and ${threads} threads; the device allows ${this.gpu.limits.maxComputeWorkgroupStorageSize} and ${this.gpu.limits.maxComputeInvocationsPerWorkgroup}`);
         }
       }

@@ -140,7 +140,7 @@ export function variantName(v: MatmulVariant): string {
       const s = v.shape;
       const tm = v.perSubgroup[0] * v.subgroups[0] * s.M;
       const tn = v.perSubgroup[1] * v.subgroups[1] * s.N;
-      return `sgmat[${s.M}x${s.N}x${s.K} tile ${tm}x${tn}x${v.kTile}${v.vector ? ' vec' : ''}${pipelined(v) ? ' db' : ''}${v.emulate ? ' EMULATED' : ''}] ${io}`;
+      return `sgmat[${s.M}x${s.N}x${s.K} tile ${tm}x${tn}x${v.kTile} sg${v.subgroups[0]}x${v.subgroups[1]}${v.vector ? ' vec' : ''}${pipelined(v) ? ' db' : ''}${v.emulate ? ' EMULATED' : ''}] ${io}`;
     }
   }
 }
