@@ -878,10 +878,11 @@ function main(): void {
   setupModelInputs();
   setupVis();
   const prompt = $<HTMLTextAreaElement>('prompt');
-  prompt.value = passkeyPrompt(1024);
+  const passkeyTokens = () => Math.max(64, Number($<HTMLInputElement>('passkey-tokens').value) || 1024);
+  prompt.value = passkeyPrompt(passkeyTokens());
   prompt.addEventListener('input', () => updatePromptInfo());
   $('example-passkey').addEventListener('click', () => {
-    prompt.value = passkeyPrompt(1024);
+    prompt.value = passkeyPrompt(passkeyTokens());
     updatePromptInfo();
   });
   $<HTMLSelectElement>('preset').addEventListener('change', (e) => applyPreset((e.target as HTMLSelectElement).value));
