@@ -6,6 +6,9 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { getTestGpu, testSeed } from '../../test/gpu-helpers.js';
+import { LlamaCpu } from '../model/llama-cpu.js';
+import { openModelPath } from '../model/node-load.js';
+import { loadLlamaWeightsF32 } from '../model/weights.js';
 import { Rng } from '../util/rng.js';
 import { loadModel } from './load.js';
 import type { HipModel } from './model.js';
@@ -61,8 +64,8 @@ describe('onPrefillProgress', () => {
     const rng = new Rng(seed);
     const model = await loadModel('models/hip-testbed-mini', { device: 'cpu', attention: 'hip', contextLength: 512 });
     try {
-      const total = 200 + rng.int(150);
-      const chunk = 32 + rng.int(64);
+      const total = 120 + rng.int(120);
+      const chunk = 16 + rng.int(48);
       const ids = Array.from({ length: total }, () => 3 + rng.int(model.config.vocabSize - 3));
       const { events, generated } = await recordRun(model, ids, chunk);
       console.log(`[prefill progress] cpu: ${total} tokens in chunks of ${chunk}: ${events.filter((e) => e.kind === 'progress').length} reports`);
@@ -74,6 +77,21 @@ describe('onPrefillProgress', () => {
       expect((await recordRun(model, short, chunk)).events.filter((e) => e.kind === 'progress')).toEqual([{ kind: 'progress', done: short.length, total: short.length }]);
     } finally {
       await model.dispose();
+    }
+  });
+
+  it('LlamaCpu.forward: the same reports from its own chunk loop', async () => {
+    const rng = new Rng(testSeed('prefill progress LlamaCpu'));
+    const m = await openModelPath('models/hip-testbed-mini');
+    try {
+      const lm = new LlamaCpu(m.config, await loadLlamaWeightsF32(m.config, m.store), { capacity: 256 });
+      const total = 40 + rng.int(100);
+      const chunk = 8 + rng.int(24);
+      const seen: { done: number; total: number }[] = [];
+      lm.forward(Array.from({ length: total }, () => 3 + rng.int(m.config.vocabSize - 3)), { chunkSize: chunk, onProgress: (done, all) => seen.push({ done, total: all }) });
+      expect(seen).toEqual(expectedReports(total, chunk));
+    } finally {
+      await m.store.close();
     }
   });
 
