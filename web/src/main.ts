@@ -698,6 +698,7 @@ function drawQuery(): void {
   figures.dataset.massHip = f.hip.mass.toFixed(4);
   // HiP's selected keys are the categories' Both + HipOnly only while HiP is shown.
   if (m === 'hip') figures.dataset.hipSelected = String(countCat(q.categories, Cat.Both) + countCat(q.categories, Cat.HipOnly));
+  else delete figures.dataset.hipSelected;
   // The cards below: the method shown (the same figures as its row of the table).
   figures.dataset.method = m;
   figures.dataset.keys = String(f[m].keys);
@@ -769,6 +770,9 @@ function countCat(a: Uint8Array, c: number): number {
   return n;
 }
 
+/** The needle's colour (ticks over the strip; the same as .needle in style.css). */
+const NEEDLE_COLOR = '#d4008a';
+
 function drawStrip(q: QueryAnswer, T: number): void {
   const canvas = $<HTMLCanvasElement>('vis-strip');
   const dpr = window.devicePixelRatio || 1;
@@ -808,9 +812,6 @@ function drawStrip(q: QueryAnswer, T: number): void {
   ctx.fillStyle = '#000';
   ctx.fillRect(Math.min(W - 2 * dpr, xq), band + gap, Math.max(1, Math.round(2 * dpr)), H - band - gap);
 }
-
-/** The needle's colour (ticks over the strip; the same as .needle in style.css). */
-const NEEDLE_COLOR = '#d4008a';
 
 function drawMatrix(q: QueryAnswer): void {
   const m = lastMatrix;
