@@ -30,6 +30,11 @@ export interface GenerateOptions extends SamplingOptions {
   stopStrings?: readonly string[];
   /** Prefill chunk size (default 128). */
   chunkSize?: number;
+  /**
+   * Called after each prefill chunk with the prompt tokens done so far and the prompt's length
+   * (the last call has done = total, before the first token is sampled).
+   */
+  onPrefillProgress?: (done: number, total: number) => void;
   /** Keep the KV cache and continue after what it holds, instead of starting afresh. Default false. */
   continueSequence?: boolean;
   signal?: AbortSignal;
@@ -90,7 +95,8 @@ export async function* generateTokens(
   if (!options.continueSequence) lm.reset();
 
   const t0 = performance.now();
-  let logits = promptIds.length > 0 ? await lm.forward(promptIds, { chunkSize: options.chunkSize ?? 128 }) : undefined;
+  const forwardOptions: ForwardOptions = { chunkSize: options.chunkSize ?? 128, ...(options.onPrefillProgress ? { onProgress: options.onPrefillProgress } : {}) };
+  let logits = promptIds.length > 0 ? await lm.forward(promptIds, forwardOptions) : undefined;
   const prefillMs = performance.now() - t0;
   if (!logits) throw new HipAttnError('INVALID_OPTION', 'continueSequence without new prompt tokens is not supported: pass the last token again');
 

@@ -83,6 +83,12 @@ export interface ForwardOptions {
   chunkSize?: number;
   /** Which logits to return: of the last token ([vocab], default), of every token ([tokens, vocab]) or none. */
   logits?: 'last' | 'all' | 'none';
+  /**
+   * Called after each prefill chunk with the tokens of this call done so far and their total
+   * (e.g. a progress bar for a long prompt). WebGPU: called once the chunk's GPU work has
+   * finished, which costs a wait per chunk; leave it out where nothing shows it.
+   */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /** [T, heads·d] → [heads, T, d] */
@@ -168,6 +174,7 @@ export class LlamaCpu {
       const logits = this.forwardChunk(ids, mode);
       if (all) all.set(logits, s * vocabSize);
       else if (mode === 'last') last = logits;
+      options.onProgress?.(s + count, n);
     }
     return all ?? last;
   }

@@ -540,6 +540,11 @@ export class LlamaGpu {
         const last = s + count === n;
         const mode = want === 'all' ? 'all' : want === 'last' && last ? 'last' : 'none';
         await this.encodeChunk(ids, mode, mode === 'all' ? { buffer: staging!, offset: s * V * 4 } : { buffer: this.stagingLast, offset: 0 });
+        if (options.onProgress) {
+          // Report the chunk when the GPU has run it, not when it was queued (queuing is instant).
+          await this.gpu.device.queue.onSubmittedWorkDone();
+          options.onProgress(s + count, n);
+        }
       }
       if (want === 'none') return new Float32Array(0);
       const buf = staging ?? this.stagingLast;

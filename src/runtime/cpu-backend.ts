@@ -7,6 +7,14 @@ import type { TensorStore } from '../model/tensor-store.js';
 import { type LoadProgress, loadLlamaWeightsF32 } from '../model/weights.js';
 import { assembleBackend, type ModelBackend } from './backend.js';
 
+/**
+ * Resolves after the event loop has run other tasks (I/O in Node; rendering and input in a
+ * page). Browsers have no setImmediate; their setTimeout(0) is the nearest equivalent.
+ */
+function nextMacrotask(): Promise<void> {
+  return new Promise((resolve) => (typeof setImmediate === 'function' ? setImmediate(resolve) : setTimeout(resolve, 0)));
+}
+
 export async function createCpuBackend(
   config: LlamaConfig,
   store: TensorStore,
@@ -37,7 +45,8 @@ export async function createCpuBackend(
       const logits = lm.forward(part, { chunkSize: chunk, logits: want === 'all' ? 'all' : isLast ? want : 'none' });
       if (all) all.set(logits, s * vocab);
       else if (isLast) last = logits;
-      await new Promise((resolve) => setImmediate(resolve));
+      options.onProgress?.(s + part.length, tokens.length);
+      await nextMacrotask();
     }
     return all ?? last;
   };

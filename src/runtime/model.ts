@@ -76,6 +76,7 @@ export class HipModel {
       stopStrings: opts.stopStrings,
       stopTokenIds: opts.stopTokenIds,
       chunkSize: opts.chunkSize ?? defaultChunk(this.attention),
+      onPrefillProgress: opts.onPrefillProgress,
       signal: opts.signal,
     };
     if (promptTokens + o.maxNewTokens > this.contextLength) {

@@ -3,8 +3,12 @@
  * serves), start `hipattn serve --ui` (the built CLI; API and app from one process on
  * 127.0.0.1, the embedded hip-testbed-mini's files at /model/), open the app in headless
  * Chromium (SwiftShader WebGPU: no shader-f16, so the f32 path), load the model from the
- * server's URL, generate a few tokens on WebGPU with HiP, run the visualiser for a layer past
- * the dense ones, and check that it draws a non-empty HiP selection with a recall figure.
+ * server's URL, make the passkey example (its planted key shown), generate a few tokens on
+ * WebGPU with HiP (the prefill progress bar moving chunk by chunk; the answer marked right or
+ * wrong as the test's own comparison says), run the visualiser for a layer past the dense ones,
+ * and check that it draws a non-empty HiP selection, marks the pass key's tokens where a
+ * prefix-decoding reference puts them, and shows the figures of the method selected. Then
+ * local files on the CPU, a drop, and `serve --api-key` (the app asks for the key).
  * Screenshots go to test-artifacts/ (and, with HIPATTN_DOCS_SCREENSHOT=FILE, the visualiser
  * section to FILE, e.g. docs/visualiser.png).
  */
@@ -16,24 +20,15 @@ import { fileURLToPath } from 'node:url';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { build } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { OpenedModel } from '../../src/model/load.js';
+import { openModelPath } from '../../src/model/node-load.js';
 import { loudNotice, webgpuRequired } from '../gpu-helpers.js';
+import { referenceNeedleTokens } from '../needle-reference.js';
 import { CHROMIUM_ARGS, findChromium } from './harness.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const CLI = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
-
-/** A short passkey prompt (≈ 230 tokens): long enough that HiP's tree search has to choose with the short-prompt preset. */
-const PROMPT =
-  'No one who had ever seen Catherine Morland in her infancy would have supposed her born to be an heroine. Her situation in life, ' +
-  'the character of her father and mother, her own person and disposition, were all equally against her. Her father was a clergyman, ' +
-  'without being neglected, or poor, and a very respectable man, though his name was Richard. The pass key is 71432. Remember it. ' +
-  '71432 is the pass key. He had a considerable independence besides two good livings, and he was not in the least addicted to locking ' +
-  'up his daughters. Her mother was a woman of useful plain sense, with a good temper, and, what is more remarkable, with a good ' +
-  'constitution. She had three sons before Catherine was born; and instead of dying in bringing the latter into the world, as anybody ' +
-  'might expect, she still lived on, lived to have six children more, to see them growing up around her, and to enjoy excellent health ' +
-  'herself. A family of ten children will be always called a fine family, where there are heads and arms and legs enough for the number.' +
-  '\nWhat is the pass key? The pass key is';
 
 interface Server {
   url: string;
@@ -41,8 +36,8 @@ interface Server {
   stderr: () => string;
 }
 
-function startServer(): Promise<Server> {
-  const proc = spawn(process.execPath, [CLI, 'serve', '--ui', '--device', 'cpu', '--port', '0', '--quiet'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+function startServer(extraArgs: string[] = []): Promise<Server> {
+  const proc = spawn(process.execPath, [CLI, 'serve', '--ui', '--device', 'cpu', '--port', '0', '--quiet', ...extraArgs], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
@@ -64,6 +59,10 @@ function startServer(): Promise<Server> {
 }
 
 let server: Server | undefined;
+/** `serve --api-key` (the last test). */
+let keyServer: Server | undefined;
+/** hip-testbed-mini's tokenizer, for the test's own view of the prompt. */
+let mini: OpenedModel | undefined;
 let context: BrowserContext | undefined;
 let page: Page | undefined;
 let profile: string | undefined;
@@ -94,14 +93,65 @@ beforeAll(async () => {
   }
 }, 240_000);
 
+async function stopServer(s: Server | undefined): Promise<void> {
+  if (s && s.proc.exitCode === null) {
+    s.proc.kill('SIGTERM');
+    await new Promise((r) => s.proc.once('exit', r));
+  }
+}
+
 afterAll(async () => {
   await context?.close().catch(() => undefined);
   if (profile) rmSync(profile, { recursive: true, force: true });
-  if (server && server.proc.exitCode === null) {
-    server.proc.kill('SIGTERM');
-    await new Promise((r) => server!.proc.once('exit', r));
-  }
+  await stopServer(server);
+  await stopServer(keyServer);
+  await mini?.store.close();
 });
+
+/** Records the prefill bar's (done, total) at every change, until prefillReports() reads them. */
+async function recordPrefill(p: Page): Promise<void> {
+  await p.evaluate(() => {
+    const bar = document.getElementById('gen-bar')!;
+    const seen: [number, number][] = [];
+    (window as unknown as { prefillReports: [number, number][] }).prefillReports = seen;
+    new MutationObserver(() => {
+      if (bar.dataset.total) seen.push([Number(bar.dataset.done), Number(bar.dataset.total)]);
+    }).observe(bar, { attributes: true, attributeFilter: ['data-done', 'data-total'] });
+  });
+}
+
+/**
+ * Checks the recorded prefill reports: one per chunk of one size (the last one shorter), all of
+ * the prompt's `total` tokens, ending at total, with at least one in between (the bar moved).
+ */
+async function checkPrefillReports(p: Page, total: number): Promise<number[]> {
+  const reports = await p.evaluate(() => (window as unknown as { prefillReports: [number, number][] }).prefillReports);
+  const done = reports.map(([d]) => d);
+  expect(reports.every(([, t]) => t === total)).toBe(true);
+  expect(done.length).toBeGreaterThan(1);
+  expect(done.at(-1)).toBe(total);
+  const chunk = done[0]!;
+  expect(done).toEqual(Array.from({ length: Math.ceil(total / chunk) }, (_, i) => Math.min(total, (i + 1) * chunk)));
+  expect(await p.locator('#gen-bar').evaluate((el: HTMLElement) => el.style.width)).toBe('100%');
+  return done;
+}
+
+/** The planted key of a passkey prompt, found by the test itself. */
+function plantedKey(prompt: string): string {
+  const m = /The pass key is (\d+)\. Remember it\. \1 is the pass key\./.exec(prompt);
+  if (!m) throw new Error(`no passkey needle in the prompt: ${prompt.slice(0, 200)}…`);
+  return m[1]!;
+}
+
+/** The mark must say what the test's own comparison says (the first number generated = the key). */
+async function checkPasskeyMark(p: Page, key: string): Promise<boolean> {
+  const generated = (await p.locator('#output .gen').textContent()) ?? '';
+  const right = (/\d+/.exec(generated)?.[0] ?? null) === key;
+  expect(await p.locator('#passkey').getAttribute('data-correct')).toBe(String(right));
+  expect(await p.locator('#passkey-mark').innerText()).toMatch(right ? /^✓/ : /^✗/);
+  console.log(`[web app] passkey ${key}, generated ${JSON.stringify(generated)}: ${right ? 'right' : 'wrong'}`);
+  return right;
+}
 
 /** Waits for `document.body.dataset[key]` to become `want` (fails early on 'error', with the page's messages). */
 async function waitState(key: string, want: string, timeout: number): Promise<void> {
@@ -130,15 +180,15 @@ describe('browser app (hipattn serve --ui, headless Chromium)', () => {
     expect(html).toContain('hipattn');
   });
 
-  it('loads hip-testbed-mini from the URL, generates on WebGPU with HiP, and the visualiser draws HiP vs exact top-k', async (ctx) => {
+  it('loads hip-testbed-mini from the URL, generates on WebGPU with HiP and a prefill progress bar, marks the passkey answer, and the visualiser draws HiP vs exact top-k with the needle', async (ctx) => {
     if (skipReason) ctx.skip();
     const p = page!;
     const t0 = performance.now();
     const lap = (what: string) => console.log(`[web app] ${what}: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-    // Options first (so that the model loads once): short-prompt preset, a short passkey prompt, 4 tokens.
+    mini = await openModelPath(path.join(ROOT, 'models', 'hip-testbed-mini'));
+    // Options first (so that the model loads once): short-prompt preset, 6 tokens.
     await p.selectOption('#preset', 'short');
-    await p.fill('#prompt', PROMPT);
-    await p.fill('#max-new', '4');
+    await p.fill('#max-new', '6');
     // The app found the server's model at ./model/ and filled in its URL.
     await p.waitForFunction(() => (document.getElementById('url-input') as HTMLInputElement).value.endsWith('/model/'), null, { timeout: 30_000 });
     await p.click('#url-load');
@@ -146,10 +196,24 @@ describe('browser app (hipattn serve --ui, headless Chromium)', () => {
     lap('model loaded');
     expect(await p.locator('#load-status').innerText()).toMatch(/WebGPU .*f32/);
 
+    // A passkey example of ≈ 400 tokens (sized with the model's tokenizer: two WebGPU prefill chunks of 256); its key is shown.
+    await p.fill('#passkey-tokens', '400');
+    await p.click('#example-passkey');
+    const prompt = await p.inputValue('#prompt');
+    const key = plantedKey(prompt);
+    expect(await p.locator('#passkey').isVisible()).toBe(true);
+    expect(await p.locator('#passkey-key').innerText()).toBe(key);
+    const ids = mini.tokenizer.encode(prompt);
+    console.log(`[web app] passkey example: ${ids.length} tokens, key ${key}`);
+
+    await recordPrefill(p);
     await p.click('#generate');
-    await waitState('gen', 'done', 180_000);
+    await waitState('gen', 'done', 300_000);
     lap('generated');
     const stats = await p.locator('#gen-stats').innerText();
+    expect(stats).toContain(`prompt ${ids.length} tokens`);
+    console.log(`[web app] prefill reports (tokens done): ${(await checkPrefillReports(p, ids.length)).join(', ')}`);
+    await checkPasskeyMark(p, key);
     console.log(`[web app] ${stats.replace(/\s+/g, ' ')} | output: ${JSON.stringify(await p.locator('#output .gen').innerText())}`);
     expect(stats).toMatch(/prefill [0-9.]+ tok\/s/);
     expect(stats).toMatch(/decode [0-9.]+ tok\/s/);
@@ -164,7 +228,12 @@ describe('browser app (hipattn serve --ui, headless Chromium)', () => {
     await p.selectOption('#vis-layer', '4');
     await p.selectOption('#vis-head', '1');
     const count = await p.locator('#vis-tokens span').count();
-    expect(count).toBeGreaterThan(150);
+    expect(count).toBe(ids.length);
+    // The needle: the pass key's tokens, bold in the token list and ticked over the key strip.
+    const needle = referenceNeedleTokens(mini.tokenizer, ids, key);
+    expect(needle.length).toBeGreaterThanOrEqual(2);
+    const marked = await p.locator('#vis-tokens span.needle').evaluateAll((els) => els.map((e) => Number((e as HTMLElement).dataset.i)));
+    expect(marked).toEqual(needle);
     const q = count - 12;
     await p.locator(`#vis-tokens span[data-i="${q}"]`).click();
     await p.waitForFunction((want) => document.querySelector('#vis-figures .headline')?.textContent?.startsWith(want), `Layer 4 · head 1 · query ${q} `, { timeout: 60_000 });
@@ -175,16 +244,43 @@ describe('browser app (hipattn serve --ui, headless Chromium)', () => {
     const recall = Number(fig.recall);
     expect(recall).toBeGreaterThanOrEqual(0);
     expect(recall).toBeLessThanOrEqual(1);
-    expect(await p.locator('#vis-recall').innerText()).toMatch(/^recall \d+\.\d %$/);
-    expect(await p.locator('#vis-mass').innerText()).toMatch(/^mass \d+\.\d %$/);
     expect(fig.text).toMatch(/HiP's tree search chose \d+ of \d+ candidate key blocks/);
+    // Strip columns whose tick row is magenta (#d4008a): exactly the needle's tokens (the canvas is wider than T keys).
+    const ticked = await p.locator('#vis-strip').evaluate((c: HTMLCanvasElement, T: number) => {
+      const d = c.getContext('2d')!.getImageData(0, 1, c.width, 1).data;
+      const out: number[] = [];
+      for (let t = 0; t < T; t++) {
+        const x = Math.floor((t * c.width) / T); // key t's first column (each key has ≥ 1 of its own when width ≥ T)
+        if (Math.abs(d[4 * x]! - 0xd4) < 8 && d[4 * x + 1]! < 8 && Math.abs(d[4 * x + 2]! - 0x8a) < 8) out.push(t);
+      }
+      return c.width >= T ? out : null;
+    }, count);
+    expect(ticked).toEqual(needle);
     // The per-layer/head summary and the drawings are there.
     expect(await p.locator('#vis-summary td[data-layer="4"][data-head="1"]').innerText()).toMatch(/\d+ %/);
     expect(await p.locator('#vis-tokens span[style*="background"]').count()).toBeGreaterThan(0);
-    // Every method renders; come back to HiP for the screenshot.
+    // Every method renders, and the cards show the method selected: the figures of its row of the table.
+    const cards: Record<string, { keys: number; text: string }> = {};
     for (const m of ['streaming', 'dense', 'hip']) {
       await p.click(`#vis-method button[data-method="${m}"]`);
       await p.waitForFunction((want) => document.querySelector('#vis-figures tr.on td')?.textContent === want, m === 'hip' ? 'HiP' : m === 'dense' ? 'Dense' : 'StreamingLLM', { timeout: 30_000 });
+      const row = await p.locator(`#vis-figures tr[data-method="${m}"] td`).allInnerTexts();
+      expect(await p.locator('#vis-figures tr.on').getAttribute('data-method')).toBe(m);
+      const [keys, upTo] = row[1]!.split(' / ').map(Number) as [number, number];
+      expect(upTo).toBe(q + 1);
+      const text = [await p.locator('#vis-keys').innerText(), await p.locator('#vis-topk').innerText(), await p.locator('#vis-mass').innerText()];
+      expect(text).toEqual([`${keys} keys`, `top-k read ${row[2]}`, `mass ${row[3]}`]);
+      expect(await p.locator('#vis-figures').getAttribute('data-method')).toBe(m);
+      expect(Number(await p.locator('#vis-figures').getAttribute('data-keys'))).toBe(keys);
+      cards[m] = { keys, text: text.join(' · ') };
+    }
+    console.log(`[web app] cards: ${JSON.stringify(cards)}`);
+    // Dense reads every key and all the mass; HiP and StreamingLLM read fewer here, so their cards differ from dense's.
+    expect(cards.dense!.keys).toBe(q + 1);
+    expect(cards.dense!.text).toContain('mass 100.00 %');
+    for (const m of ['hip', 'streaming']) {
+      expect(cards[m]!.keys).toBeLessThan(q + 1);
+      expect(cards[m]!.text).not.toBe(cards.dense!.text);
     }
     await p.waitForTimeout(300);
     mkdirSync(ARTIFACTS, { recursive: true });
@@ -230,5 +326,53 @@ describe('browser app (hipattn serve --ui, headless Chromium)', () => {
     await waitState('model', 'ready', 120_000);
     expect(await p.locator('#load-status').innerText()).toMatch(/Ready: local model .*13\.\d MB of files/);
     expect(await p.locator('#model-info').innerText()).toMatch(/6 layers · 4 heads \(1 KV\)/);
+    // On the CPU (the device chosen above) too, a passkey prompt longer than one prefill chunk moves
+    // the bar chunk by chunk (the CPU backend yields to the page between chunks), and the answer
+    // of 2 tokens is marked as the test's comparison says.
+    await p.fill('#passkey-tokens', '1024');
+    await p.click('#example-passkey');
+    const prompt = await p.inputValue('#prompt');
+    const key = plantedKey(prompt);
+    expect(await p.locator('#passkey-key').innerText()).toBe(key);
+    await p.fill('#max-new', '2');
+    await recordPrefill(p);
+    await p.click('#generate');
+    await waitState('gen', 'done', 120_000);
+    const total = mini!.tokenizer.encode(prompt).length;
+    expect(await p.locator('#gen-stats').innerText()).toMatch(/attention hip/);
+    console.log(`[web app] CPU prefill reports (tokens done): ${(await checkPrefillReports(p, total)).join(', ')}`);
+    await checkPasskeyMark(p, key);
+    expect(logs.filter((l) => l.startsWith('[pageerror]'))).toEqual([]);
+  });
+
+  it('serve --api-key: the app asks for the key; a wrong key gets a clear message, the right one loads the model', async (ctx) => {
+    if (skipReason) ctx.skip();
+    const apiKey = `k-${Math.random().toString(36).slice(2)}`;
+    keyServer = await startServer(['--api-key', apiKey]);
+    const p = await context!.newPage();
+    p.on('pageerror', (e) => logs.push(`[pageerror] ${e.stack ?? e.message}`));
+    try {
+      await p.goto(keyServer.url, { timeout: 60_000 });
+      const field = p.locator('#api-key-input');
+      await field.waitFor({ state: 'visible', timeout: 30_000 });
+      expect(await p.locator('#load-status').innerText()).toMatch(/needs its API key/);
+      expect(await p.inputValue('#url-input')).toBe(`${keyServer.url}/model/`);
+      await p.selectOption('#device-select', 'cpu');
+      const state = (want: string) => p.waitForFunction((w) => ['ready', 'error'].includes(document.body.dataset.model ?? '') && document.body.dataset.model === w, want, { timeout: 60_000, polling: 100 });
+      // A wrong key: the server says 401 and the app says so, naming the key.
+      await field.fill(`${apiKey}-wrong`);
+      await p.click('#url-load');
+      await state('error');
+      expect(await p.locator('#load-status').innerText()).toMatch(/HTTP 401: the server needs its API key for the model files \(the one given is wrong\)/);
+      // The right key loads the model.
+      await field.fill(apiKey);
+      await p.click('#url-load');
+      await state('ready');
+      expect(await p.locator('#load-status').innerText()).toMatch(/^Ready: .*CPU/);
+      expect(await p.locator('#model-info').innerText()).toMatch(/6 layers · 4 heads \(1 KV\)/);
+    } finally {
+      await p.close();
+    }
+    expect(logs.filter((l) => l.startsWith('[pageerror]'))).toEqual([]);
   });
 });

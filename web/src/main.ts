@@ -9,6 +9,7 @@
 import { HIP_DEFAULTS, type HipOptions, resolveHipOptions, resolveStreamingOptions, STREAMING_DEFAULTS, type StreamingOptions } from '../../src/attention/options.js';
 import { resolveAttentionConfig, type AttentionMethod } from '../../src/attention/method.js';
 import type { RecallRow } from '../../src/eval/recall.js';
+import { firstNumber, passkeyCorrect } from '../../src/eval/metrics.js';
 import { PASSKEY_QUESTION, passkeyNeedle } from '../../src/eval/prompts.js';
 import { acquireGpu, type GpuContext, summaryLine } from '../../src/gpu/device.js';
 import { blobSource, mapDirectory } from '../../src/model/byte-source.js';
@@ -17,6 +18,7 @@ import type { GenerationStats, HipModel } from '../../src/runtime/model.js';
 import haystack from '../../data/northanger-abbey-ch1-7.txt?raw';
 import { Cat, CAT_COLOR, legend, METHOD_LABEL, type Method } from './categories.js';
 import type { AnalysisSummary, MatrixAnswer, ModelFiles, QueryAnswer, WorkerRequest, WorkerRequestBody, WorkerResponse } from './protocol.js';
+import { findPasskey, needleTokens } from './passkey.js';
 import { fetchModel, filesFromDrop, modelBytes, modelFromFiles } from './sources.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -403,8 +405,33 @@ function markStale(): void {
   el.hidden = !stale;
 }
 
+/** Shows the pass key the prompt plants (if it has the passkey needle); clears the last answer's mark. */
+function showPasskey(): string | null {
+  const el = $('passkey');
+  const found = findPasskey($<HTMLTextAreaElement>('prompt').value);
+  el.hidden = !found;
+  el.dataset.key = found?.key ?? '';
+  delete el.dataset.correct;
+  el.replaceChildren(...(found ? ['planted pass key ', h('b', { id: 'passkey-key' }, found.key)] : []));
+  return found?.key ?? null;
+}
+
+/** Marks the generated answer right (its first number is the planted key) or wrong. */
+function markPasskey(key: string, generated: string): void {
+  const el = $('passkey');
+  if (el.dataset.key !== key) return; // the prompt changed while generating
+  const right = passkeyCorrect(generated, key);
+  const answer = firstNumber(generated);
+  el.dataset.correct = String(right);
+  el.append(
+    ' · ',
+    h('span', { id: 'passkey-mark', class: right ? 'right' : 'wrong', title: 'the first number of the generated text against the planted key' }, right ? `✓ answered ${answer}` : `✗ answered ${answer ?? 'no number'}`),
+  );
+}
+
 function updatePromptInfo(): void {
   markStale();
+  showPasskey();
   const text = $<HTMLTextAreaElement>('prompt').value;
   const el = $('prompt-tokens');
   let hint = '';
@@ -425,6 +452,7 @@ async function generate(): Promise<void> {
   const stopBtn = $<HTMLButtonElement>('stop');
   const out = $('output');
   const stats = $('gen-stats');
+  const bar = $('gen-bar');
   genBtn.disabled = true;
   setState('gen', 'running');
   try {
@@ -436,10 +464,20 @@ async function generate(): Promise<void> {
     const gen = h('span', { class: 'gen' });
     out.append(gen);
     stats.replaceChildren(h('span', {}, 'prefill…'));
+    const key = showPasskey();
+    const t0 = performance.now();
+    const onPrefillProgress = (done: number, total: number) => {
+      progress(bar, done / total);
+      bar.dataset.done = String(done);
+      bar.dataset.total = String(total);
+      stats.replaceChildren(h('span', {}, `prefill ${done} / ${total} tokens · ${((performance.now() - t0) / 1000).toFixed(1)} s`));
+    };
+    progress(bar, 0);
+    bar.dataset.done = '0';
+    delete bar.dataset.total;
     abort = new AbortController();
     stopBtn.disabled = false;
-    const it = m.stream(text, { maxNewTokens, temperature, signal: abort.signal });
-    const t0 = performance.now();
+    const it = m.stream(text, { maxNewTokens, temperature, signal: abort.signal, onPrefillProgress });
     let first = 0;
     let count = 0;
     let result: GenerationStats;
@@ -468,6 +506,7 @@ async function generate(): Promise<void> {
       stat('finish', result.finishReason),
     );
     stats.dataset.decodeTokens = String(result.ids.length);
+    if (key !== null) markPasskey(key, result.text);
     showModelInfo(m);
     setState('gen', 'done');
   } catch (e) {
@@ -494,6 +533,8 @@ const vis = { layer: 0, head: 0, query: 0, method: 'hip' as Method };
 let lastQuery: QueryAnswer | null = null;
 let lastMatrix: MatrixAnswer | null = null;
 let tokenSpans: HTMLSpanElement[] = [];
+/** The pass key the analysed prompt plants and its tokens (null: no needle). */
+let needle: { key: string; tokens: number[] } | null = null;
 let requestSeq = 0;
 
 async function analyse(): Promise<void> {
@@ -516,9 +557,11 @@ async function analyse(): Promise<void> {
     analysedWith = JSON.stringify([text, hip, streaming]);
     markStale();
     const s = analysis;
+    needle = needleTokens(s.tokens, s.special);
     status(
       st,
-      `${s.ids.length} tokens${s.truncated ? ' (prompt cut to the limit)' : ''} · CPU forward pass ${(s.captureMs / 1000).toFixed(1)} s · masks and recall ${(s.masksMs / 1000).toFixed(1)} s`,
+      `${s.ids.length} tokens${s.truncated ? ' (prompt cut to the limit)' : ''} · CPU forward pass ${(s.captureMs / 1000).toFixed(1)} s · masks and recall ${(s.masksMs / 1000).toFixed(1)} s` +
+        (needle ? ` · pass key ${needle.key} in tokens ${needle.tokens.join(', ')}` : ''),
     );
     setupVisControls(s);
     $('vis').hidden = false;
@@ -555,11 +598,15 @@ function setupVisControls(s: AnalysisSummary): void {
 
 function buildTokens(s: AnalysisSummary): void {
   const box = $('vis-tokens');
+  const inNeedle = new Set(needle?.tokens ?? []);
   tokenSpans = s.tokens.map((t, i) => {
     const special = s.special[i]!;
     const text = special ? t.replace(/^<\|?|\|?>$/g, '') : t === '' ? '·' : t.replace(/\n/g, '↵\n');
-    return h('span', { 'data-i': String(i), title: `token ${i}: ${JSON.stringify(t)} (id ${s.ids[i]})`, ...(special ? { class: 'special' } : {}) }, text);
+    const cls = [special ? 'special' : '', inNeedle.has(i) ? 'needle' : ''].filter(Boolean).join(' ');
+    const title = `token ${i}: ${JSON.stringify(t)} (id ${s.ids[i]})${inNeedle.has(i) ? ' — the pass key' : ''}`;
+    return h('span', { 'data-i': String(i), title, ...(cls ? { class: cls } : {}) }, text);
   });
+  box.dataset.needle = needle?.tokens.join(',') ?? '';
   box.replaceChildren(...tokenSpans);
 }
 
@@ -640,24 +687,38 @@ function drawQuery(): void {
   if (!s || !q) return;
   const T = s.ids.length;
   // Figures.
-  const hipSelected = countCat(q.categories, Cat.Both) + countCat(q.categories, Cat.HipOnly);
   const f = q.figures;
+  const m = vis.method;
   const bq = s.hip.blockSizeQ;
   const choose = q.candidateBlocks > q.blocksPerQuery;
   const hit = q.exactBlocks.filter((b) => q.hipBlocks.includes(b)).length;
   const figures = $('vis-figures');
   figures.dataset.recall = q.recall.toFixed(4);
-  figures.dataset.hipSelected = String(hipSelected);
   figures.dataset.hipBlocks = String(q.hipBlocks.length);
   figures.dataset.massHip = f.hip.mass.toFixed(4);
+  // HiP's selected keys are the categories' Both + HipOnly only while HiP is shown.
+  if (m === 'hip') figures.dataset.hipSelected = String(countCat(q.categories, Cat.Both) + countCat(q.categories, Cat.HipOnly));
+  else delete figures.dataset.hipSelected;
+  // The cards below: the method shown (the same figures as its row of the table).
+  figures.dataset.method = m;
+  figures.dataset.keys = String(f[m].keys);
+  figures.dataset.topKRead = f[m].topKRead.toFixed(4);
+  figures.dataset.mass = f[m].mass.toFixed(4);
+  const topKNote =
+    m === 'hip'
+      ? `of the exact top-k keys; HiP kept ${hit} of the ${q.exactBlocks.length} exact top-k blocks (recall ${pct(q.recall)})`
+      : m === 'streaming'
+        ? 'of the exact top-k keys lie in its sink + window'
+        : 'of the exact top-k keys (dense reads every key)';
   const tokText = JSON.stringify(s.tokens[q.index] ?? '');
   figures.replaceChildren(
     h('div', { class: 'headline' }, `Layer ${q.layer} · head ${q.head} · query ${q.index} ${tokText} · query block ${q.queryBlock} (queries ${q.queryBlock * bq}–${Math.min(T, (q.queryBlock + 1) * bq) - 1})`),
     h(
       'div',
       { class: 'kpis' },
-      h('div', { class: 'kpi' }, h('span', { class: 'big', id: 'vis-recall' }, `recall ${pct(q.recall)}`), h('small', {}, `HiP kept ${hit} of the ${q.exactBlocks.length} exact top-k blocks`)),
-      h('div', { class: 'kpi' }, h('span', { class: 'big', id: 'vis-mass' }, `mass ${pct(f.hip.mass)}`), h('small', {}, `of the dense attention on HiP’s ${f.hip.keys} keys`)),
+      h('div', { class: 'kpi' }, h('span', { class: 'big', id: 'vis-keys' }, `${f[m].keys} keys`), h('small', {}, `${METHOD_LABEL[m]} reads of the ${q.position + 1} up to the query`)),
+      h('div', { class: 'kpi' }, h('span', { class: 'big', id: 'vis-topk' }, `top-k read ${pct(f[m].topKRead)}`), h('small', {}, topKNote)),
+      h('div', { class: 'kpi' }, h('span', { class: 'big', id: 'vis-mass' }, `mass ${pct(f[m].mass, 2)}`), h('small', {}, `of the dense attention on the keys ${METHOD_LABEL[m]} reads`)),
     ),
     h(
       'div',
@@ -673,13 +734,16 @@ function drawQuery(): void {
       h(
         'tbody',
         {},
-        ...(['dense', 'hip', 'streaming'] as Method[]).map((m) =>
-          h('tr', m === vis.method ? { class: 'on' } : {}, h('td', {}, METHOD_LABEL[m]), h('td', {}, `${f[m].keys} / ${q.position + 1}`), h('td', {}, pct(f[m].topKRead)), h('td', {}, pct(f[m].mass, 2))),
+        ...(['dense', 'hip', 'streaming'] as Method[]).map((row) =>
+          h('tr', { 'data-method': row, ...(row === m ? { class: 'on' } : {}) }, h('td', {}, METHOD_LABEL[row]), h('td', {}, `${f[row].keys} / ${q.position + 1}`), h('td', {}, pct(f[row].topKRead)), h('td', {}, pct(f[row].mass, 2))),
         ),
       ),
     ),
   );
-  $('vis-legend').replaceChildren(...legend(vis.method).map(([c, label]) => h('span', {}, h('i', { style: `background:${CAT_COLOR[c]}` }), label)));
+  $('vis-legend').replaceChildren(
+    ...legend(vis.method).map(([c, label]) => h('span', {}, h('i', { style: `background:${CAT_COLOR[c]}` }), label)),
+    ...(needle ? [h('span', {}, h('i', { class: 'needle' }), `pass key ${needle.key} (tick above the strip, bold token)`)] : []),
+  );
   // Tokens.
   for (let i = 0; i < tokenSpans.length; i++) {
     const span = tokenSpans[i]!;
@@ -706,18 +770,28 @@ function countCat(a: Uint8Array, c: number): number {
   return n;
 }
 
+/** The needle's colour (ticks over the strip; the same as .needle in style.css). */
+const NEEDLE_COLOR = '#d4008a';
+
 function drawStrip(q: QueryAnswer, T: number): void {
   const canvas = $<HTMLCanvasElement>('vis-strip');
   const dpr = window.devicePixelRatio || 1;
   const W = Math.max(100, Math.round(canvas.clientWidth * dpr));
-  const H = Math.round(46 * dpr);
+  const H = Math.round(54 * dpr);
   canvas.width = W;
   canvas.height = H;
   const ctx = canvas.getContext('2d')!;
   ctx.fillStyle = '#fff';
   ctx.fillRect(0, 0, W, H);
-  const top = Math.round(26 * dpr);
+  // Rows: the needle's ticks [0, band), the categories [band + gap, top), the weights [top + gap, H).
+  const band = Math.round(6 * dpr);
+  const top = Math.round(32 * dpr);
   const gap = Math.round(2 * dpr);
+  const x0 = (t: number) => Math.floor((t * W) / T);
+  const x1 = (t: number) => Math.max(x0(t) + 1, Math.floor(((t + 1) * W) / T));
+  ctx.fillStyle = NEEDLE_COLOR;
+  for (const t of needle?.tokens ?? []) if (t < T) ctx.fillRect(x0(t), 0, x1(t) - x0(t), band);
+  canvas.dataset.needle = needle?.tokens.join(',') ?? '';
   let maxP = 0;
   for (const p of q.probs) maxP = Math.max(maxP, p);
   // Categories, drawn in priority order so that narrow keys stay visible when T > width.
@@ -725,23 +799,18 @@ function drawStrip(q: QueryAnswer, T: number): void {
   for (const c of order) {
     ctx.fillStyle = CAT_COLOR[c];
     for (let t = 0; t < T; t++) {
-      if (q.categories[t] !== c) continue;
-      const x0 = Math.floor((t * W) / T);
-      const x1 = Math.max(x0 + 1, Math.floor(((t + 1) * W) / T));
-      ctx.fillRect(x0, 0, x1 - x0, top);
+      if (q.categories[t] === c) ctx.fillRect(x0(t), band + gap, x1(t) - x0(t), top - band - gap);
     }
   }
   for (let t = 0; t < q.probs.length; t++) {
     const v = maxP > 0 ? Math.sqrt(q.probs[t]! / maxP) : 0;
     if (v < 0.03) continue;
     ctx.fillStyle = `rgba(12, 20, 48, ${Math.min(1, 1.2 * v).toFixed(3)})`;
-    const x0 = Math.floor((t * W) / T);
-    const x1 = Math.max(x0 + 1, Math.floor(((t + 1) * W) / T));
-    ctx.fillRect(x0, top + gap, x1 - x0, H - top - gap);
+    ctx.fillRect(x0(t), top + gap, x1(t) - x0(t), H - top - gap);
   }
   const xq = Math.floor(((q.index + 0.5) * W) / T);
   ctx.fillStyle = '#000';
-  ctx.fillRect(Math.min(W - 2 * dpr, xq), 0, Math.max(1, Math.round(2 * dpr)), H);
+  ctx.fillRect(Math.min(W - 2 * dpr, xq), band + gap, Math.max(1, Math.round(2 * dpr)), H - band - gap);
 }
 
 function drawMatrix(q: QueryAnswer): void {
@@ -810,10 +879,11 @@ function main(): void {
   setupModelInputs();
   setupVis();
   const prompt = $<HTMLTextAreaElement>('prompt');
-  prompt.value = passkeyPrompt(1024);
+  const passkeyTokens = () => Math.max(64, Number($<HTMLInputElement>('passkey-tokens').value) || 1024);
+  prompt.value = passkeyPrompt(passkeyTokens());
   prompt.addEventListener('input', () => updatePromptInfo());
   $('example-passkey').addEventListener('click', () => {
-    prompt.value = passkeyPrompt(1024);
+    prompt.value = passkeyPrompt(passkeyTokens());
     updatePromptInfo();
   });
   $<HTMLSelectElement>('preset').addEventListener('change', (e) => applyPreset((e.target as HTMLSelectElement).value));
