@@ -9,6 +9,7 @@ import { registerEval } from './eval.js';
 import { registerGenerate } from './generate.js';
 import { registerServe } from './serve.js';
 import { packageVersion } from './paths.js';
+import { resolveAutoDevice } from './adapter-probe.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -26,6 +27,11 @@ export function buildProgram(): Command {
   registerEval(program);
   registerDemo(program);
   registerServe(program);
+  // `--device auto`: settle on the CPU before the command runs when WebGPU only has a
+  // software adapter (adapter-probe.ts says why in a child process).
+  program.hook('preAction', async (_program, action) => {
+    if (action.opts().device === 'auto') action.setOptionValue('device', await resolveAutoDevice());
+  });
   // After a usage error, a pointer to the command's help rather than the whole of it.
   for (const cmd of withSubcommands(program)) cmd.showHelpAfterError(helpHint(cmd));
   return program;

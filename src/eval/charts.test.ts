@@ -30,6 +30,16 @@ describe('charts', () => {
     }
   });
 
+  it('retrieval: a note line per panel (time, keys read) and a subtitle of several lines', async () => {
+    const notes = { dense: '80.1 s · 8192 keys/query at 8192', hip: '40.2 s · 1296 keys/query at 8192', streaming: '30.9 s · 784 keys/query at 8192' };
+    const subtitle = ['hip-testbed-mini on WebGPU "mesa / software / llvmpipe / Mesa 25.0.7 (LLVM 15.0.6)" (fallback), f16', '2 trials per cell'];
+    const svg = await renderSvg(retrievalChartSpec(retrieval, { task: 'passkey', subtitle, methodNotes: notes }));
+    for (const s of [...Object.values(notes), ...subtitle.map((l) => l.replace(/"/g, '&quot;')), 'HiP (mean 100%)']) expect(svg).toContain(s);
+    expect(svg).not.toMatch(/>[^<]* \| [^<]*</); // the line separator is never drawn
+    // one text element per line: the note is not glued to the method's title
+    expect(svg).toMatch(/>HiP \(mean 100%\)</);
+  });
+
   it('perplexity: ppl vs context, one line per method, one panel per file', async () => {
     const svg = await renderSvg(perplexityChartSpec(ppl));
     for (const s of ['Perplexity vs context length', 'a.txt', 'b.txt', 'dense', 'HiP', 'StreamingLLM', 'perplexity', 'context length (tokens)', '2048']) expect(svg).toContain(s);
