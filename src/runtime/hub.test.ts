@@ -378,7 +378,7 @@ describe('Hub ids through loadModel (fake Hub on 127.0.0.1)', () => {
   it('prefers existing local paths, and explains strings that are neither', async () => {
     const before = hub.log.length;
     expect(await resolveModelPath(MINI, { hubUrl: hub.url })).toBe(MINI);
-    await expect(resolveModelPath(join(tmpdir(), 'no-such-model-dir'))).rejects.toMatchObject({ code: 'NOT_FOUND', message: expect.stringContaining('not a Hugging Face Hub id') });
+    await expect(resolveModelPath(join(tmpdir(), 'no-such-model-dir'))).rejects.toMatchObject({ code: 'NOT_FOUND', message: expect.stringContaining('no such local path') });
     expect(hub.log.length).toBe(before);
   });
 
