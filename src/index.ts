@@ -1,3 +1,4 @@
+/// <reference types="@webgpu/types" preserve="true" />
 /**
  * hipattn — HiP (Hierarchically Pruned) attention for TypeScript: sub-quadratic sparse
  * attention for pretrained Llama-family LLMs, on WebGPU (Node through Dawn, and the browser)
