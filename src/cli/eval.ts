@@ -8,7 +8,7 @@ import { basename, join } from 'node:path';
 import { type Command, Option } from 'commander';
 import { type AttentionMethod, type ResolvedAttentionConfig, resolveAttentionConfig } from '../attention/method.js';
 import { HipAttnError } from '../errors.js';
-import { perplexityChartSpec, retrievalChartSpec, writeChart } from '../eval/charts.js';
+import { perplexityChartSpec, retrievalChartSpec, shorten, writeChart } from '../eval/charts.js';
 import { accuracyByMethod, type PerplexityRow, type RetrievalRow } from '../eval/metrics.js';
 import { Haystack, kvTask, niahTask, passkeyTask, PROMPT_LAYOUTS, type PromptLayout, type RetrievalTask } from '../eval/prompts.js';
 import { type EvalDocument, type EvalTask, writeJsonAtomic } from '../eval/results.js';
@@ -299,11 +299,6 @@ export function keysPerQuery(config: ResolvedAttentionConfig, length: number): n
   if (config.method === 'hip') return Math.min(length, config.hip.sinkTokens + config.hip.topK + config.hip.slidingWindow);
   if (config.method === 'streaming') return Math.min(length, config.streaming.sinkTokens + config.streaming.slidingWindow);
   return length;
-}
-
-/** At most `max` characters: long adapter descriptions would make a chart as wide as they are. */
-export function shorten(text: string, max = 72): string {
-  return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
 }
 
 /** The chart's subtitle lines: model and device, then what a cell is. */

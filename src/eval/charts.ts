@@ -22,6 +22,14 @@ function methodsOf(rows: readonly { attention: string }[]): string[] {
   return present.sort((a, b) => (METHOD_ORDER.indexOf(a) + 1 || 99) - (METHOD_ORDER.indexOf(b) + 1 || 99) || a.localeCompare(b));
 }
 
+/**
+ * At most `max` characters (an ellipsis at the end): a subtitle line is as wide as its text,
+ * and an adapter description can be 150 characters long.
+ */
+export function shorten(text: string, max = 72): string {
+  return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
+}
+
 /** Separates the lines of a panel title (split by the header's labelExpr). */
 const PANEL_LINE_BREAK = ' | ';
 

@@ -137,6 +137,8 @@ describe('browser app (hipattn serve --ui, headless Chromium)', () => {
     const lap = (what: string) => console.log(`[web app] ${what}: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     // Options first (so that the model loads once): short-prompt preset, a short passkey prompt, 4 tokens.
     await p.selectOption('#preset', 'short');
+    // SwiftShader is a software adapter: 'auto' would take the CPU there
+    await p.selectOption('#device-select', 'webgpu');
     await p.fill('#prompt', PROMPT);
     await p.fill('#max-new', '4');
     // The app found the server's model at ./model/ and filled in its URL.
