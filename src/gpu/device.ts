@@ -170,8 +170,8 @@ export interface AcquireGpuOptions {
   /**
    * Treat a software adapter (`isSoftwareAdapter`: lavapipe, SwiftShader, WARP, …) as no
    * adapter, so that `ifUnavailable` applies. Default false. `loadModel`'s device 'auto' sets
-   * it: on a CPU rasteriser the CPU backend is far faster (stories260K prefill: 344 tok/s on
-   * the CPU, 1.2 on lavapipe).
+   * it: on a CPU rasteriser the CPU backend is far faster (stories260K prefill: about 1 tok/s
+   * on lavapipe, over 100 on the CPU).
    */
   skipSoftwareAdapters?: boolean;
   /** Label for the device. */
