@@ -21,7 +21,7 @@ const run = promisify(execFile);
 const ROOT = join(import.meta.dirname, '..');
 
 /** The README's quick start: the ```js block that starts with `// quickstart.mjs`. */
-export function quickstartFromReadme(readme: string): string {
+function quickstartFromReadme(readme: string): string {
   const m = /```js\n(\/\/ quickstart\.mjs\n[\s\S]*?)```/.exec(readme);
   if (!m) throw new Error('README.md has no ```js block starting with "// quickstart.mjs"');
   return m[1]!;

@@ -66,6 +66,9 @@ const NODE_EMBEDDED: string = './embedded.js';
  * model `loadModel()` opens without a source.
  */
 export async function embeddedModelPath(): Promise<string> {
+  if (typeof (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node !== 'string') {
+    throw new HipAttnError('UNSUPPORTED', 'the embedded model is a folder of the installed package (Node only); in the browser pass a ModelDirectory or a ByteSource to loadModel');
+  }
   const { embeddedModelPath: find } = (await import(/* @vite-ignore */ /* webpackIgnore: true */ NODE_EMBEDDED)) as typeof import('./embedded.js');
   return find();
 }
