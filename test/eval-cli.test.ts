@@ -220,6 +220,8 @@ describe('hipattn demo and eval recall', () => {
     // (dense: all 256; HiP: 16 sink + 64 top-k + 64 window; StreamingLLM: 16 sink + 32 window)
     const svg = await readFile(chart, 'utf8');
     for (const keys of [256, 144, 48]) expect(svg).toMatch(new RegExp(`\\d+\\.\\d s · ${keys} keys/query at 256`));
+    expect(stdout).toMatch(/\| tokens\/s \| keys\/query at 256 \|/);
+    for (const [m, keys] of [['dense', 256], ['hip', 144], ['streaming', 48]] as const) expect(stdout).toMatch(new RegExp(`\\| ${m}\\s+\\|.*\\|\\s+${keys} \\|$`, 'm'));
   });
 
   it('recall: one row per layer and head with recall and coverage in [0, 1]', async () => {

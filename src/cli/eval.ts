@@ -219,10 +219,12 @@ export function retrievalTable(rows: readonly RetrievalRow[], methods: readonly 
   return formatTable(['length', 'depth', ...methods], body);
 }
 
-function summaryTable(rows: readonly RetrievalRow[], timings: readonly MethodTiming[]): string {
+/** Accuracy, time and keys read per method (keys: see keysPerQuery, at the longest length run). */
+function summaryTable(rows: readonly RetrievalRow[], timings: readonly MethodTiming[], opts: CommonOpts): string {
   const acc = accuracyByMethod(rows);
+  const longest = Math.max(0, ...rows.map((r) => r.length));
   return formatTable(
-    ['attention', 'accuracy', 'correct/trials', 'time (s)', 'tokens/s'],
+    ['attention', 'accuracy', 'correct/trials', 'time (s)', 'tokens/s', `keys/query at ${longest}`],
     timings.map((t) => {
       const a = acc.get(t.attention);
       return [
@@ -231,6 +233,7 @@ function summaryTable(rows: readonly RetrievalRow[], timings: readonly MethodTim
         a ? `${a.correct}/${a.trials}` : '-',
         t.seconds.toFixed(1),
         t.seconds > 0 ? (t.tokens / t.seconds).toFixed(0) : '-',
+        keysPerQuery(resolveAttentionConfig(attentionConfigFrom(opts, t.attention)), longest),
       ];
     }),
   );
@@ -276,7 +279,7 @@ export async function runRetrievalCommand(s: RetrievalCommandSpec): Promise<{ ro
   console.log(`\n${s.chartTask} accuracy (${session.doc.device}):\n`);
   console.log(retrievalTable(result.rows, methods));
   console.log('');
-  console.log(summaryTable(result.rows, result.timings));
+  console.log(summaryTable(result.rows, result.timings, s.opts));
   if (result.interrupted) console.log(`\ninterrupted: ${result.rows.length} finished cell${result.rows.length === 1 ? '' : 's'} kept`);
   if (s.opts.chart && result.rows.length > 0) {
     const longest = Math.max(...result.rows.map((r) => r.length));
