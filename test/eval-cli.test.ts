@@ -211,10 +211,17 @@ describe('interrupting an evaluation', () => {
 describe('hipattn demo and eval recall', () => {
   it('demo: table with accuracy and time per method, chart written', async () => {
     const chart = join(dir, 'demo', 'demo.svg');
-    const { stdout } = await hipattn(['demo', '--model', stories, '--device', 'cpu', '--lengths', '256', '--depths', '0.5', '--trials', '1', '--chart', chart]);
+    const small = ['--hip-top-k', '64', '--sliding-window', '64', '--sink-tokens', '16', '--streaming-window', '32'];
+    const { stdout } = await hipattn(['demo', '--model', stories, '--device', 'cpu', '--lengths', '256', '--depths', '0.5', '--trials', '1', ...small, '--chart', chart]);
     expect(stdout).toMatch(/\| attention \| accuracy \| correct\/trials \| time \(s\) \| tokens\/s \|/);
     for (const m of ['dense', 'hip', 'streaming']) expect(stdout).toMatch(new RegExp(`\\| ${m}\\s+\\|\\s+[\\d.]+ %`));
     await checkSvg(chart);
+    // each panel's second line: the method's time and the keys its last query reads
+    // (dense: all 256; HiP: 16 sink + 64 top-k + 64 window; StreamingLLM: 16 sink + 32 window)
+    const svg = await readFile(chart, 'utf8');
+    for (const keys of [256, 144, 48]) expect(svg).toMatch(new RegExp(`\\d+\\.\\d s · ${keys} keys/query at 256`));
+    expect(stdout).toMatch(/\| tokens\/s \| keys\/query at 256 \|/);
+    for (const [m, keys] of [['dense', 256], ['hip', 144], ['streaming', 48]] as const) expect(stdout).toMatch(new RegExp(`\\| ${m}\\s+\\|.*\\|\\s+${keys} \\|$`, 'm'));
   });
 
   it('recall: one row per layer and head with recall and coverage in [0, 1]', async () => {

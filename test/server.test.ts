@@ -205,6 +205,17 @@ describe('hipattn serve (stories260K, spawned)', () => {
     expect(a.body.choices[0].text).toBe(b.body.choices[0].text);
   });
 
+  it('chat without a template of the model (stories260K has none): the ChatML default, the same tokens as its text as a completion', async () => {
+    const req = { messages: [{ role: 'user', content: 'Tell me a story' }], max_tokens: 8, temperature: 0 };
+    const chat = await post(s.url, '/v1/chat/completions', req);
+    expect(chat.status).toBe(200);
+    const text = '<|im_start|>user\nTell me a story<|im_end|>\n<|im_start|>assistant\n';
+    const completion = await post(s.url, '/v1/completions', { prompt: text, max_tokens: 8, temperature: 0 });
+    expect(chat.body.usage.prompt_tokens).toBe(completion.body.usage.prompt_tokens);
+    expect(chat.body.choices[0].message.content).toBe(completion.body.choices[0].text);
+    expect(chat.body.usage.completion_tokens).toBeGreaterThan(0);
+  });
+
   it('answers every bad request with its 4xx and an OpenAI error body naming the field', async () => {
     const long = 'Once upon a time there was a little girl. '.repeat(60); // ~600 tokens
     const huge = 'Once upon a time there was a little girl. '.repeat(250); // > 2048 tokens
@@ -245,8 +256,6 @@ describe('hipattn serve (stories260K, spawned)', () => {
       ['/v1/chat/completions', { messages: [{ role: 1, content: 'x' }] }, 400, 'messages[0].role', null],
       ['/v1/chat/completions', { messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }] }] }, 400, 'messages[0].content[0].type', null],
       ['/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }], max_completion_tokens: -2 }, 400, 'max_completion_tokens', null],
-      // stories260K has no chat template.
-      ['/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }] }, 400, 'messages', null],
     ];
     for (const [path, body, status, param, code] of cases) {
       const r = await post(s.url, path, body);

@@ -2,7 +2,7 @@
 import { type Command, Option } from 'commander';
 import { HipAttnError } from '../errors.js';
 import { ATTENTION_METHODS, type AttentionConfig, type AttentionMethod } from '../attention/method.js';
-import { HIP_DEFAULTS, type HipOptions, STREAMING_DEFAULTS, type StreamingOptions } from '../attention/options.js';
+import { HIP_DEFAULTS, type HipOptions, STREAMING_DEFAULTS, type StreamingOptions, resolveHipOptions, resolveStreamingOptions } from '../attention/options.js';
 
 /** Parses a non-negative integer flag value (commander calls it with the raw string). */
 export function intArg(name: string) {
@@ -14,6 +14,41 @@ export function intArg(name: string) {
     return n;
   };
 }
+
+/** Parses a positive integer flag value. */
+export function positiveIntArg(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!/^\s*\d+\s*$/.test(value) || !Number.isSafeInteger(n) || n < 1) {
+      throw new HipAttnError('INVALID_OPTION', `${name} must be a positive integer, got "${value}"`);
+    }
+    return n;
+  };
+}
+
+/**
+ * The library names options by their fields (`topK`, `contextLength`); on the command line the
+ * same error should name the flag. Rewrites the field names of an INVALID_OPTION error with
+ * `flags` (field → flag); other errors pass through unchanged.
+ */
+export function withFlagNames(e: unknown, flags: Readonly<Record<string, string>>): unknown {
+  if (!(e instanceof HipAttnError) || e.code !== 'INVALID_OPTION') return e;
+  const names = Object.keys(flags).sort((a, b) => b.length - a.length);
+  if (names.length === 0) return e;
+  const re = new RegExp(`\\b(${names.join('|')})\\b`, 'g');
+  const message = e.message.replace(re, (field) => flags[field]!);
+  return message === e.message ? e : new HipAttnError('INVALID_OPTION', message, { cause: e });
+}
+
+/** Generation options of the library and the flags of `generate` (and the other commands) that set them. */
+export const GENERATION_FLAGS: Readonly<Record<string, string>> = {
+  maxNewTokens: '--max-new-tokens',
+  temperature: '--temperature',
+  topP: '--top-p',
+  topK: '--top-k',
+  seed: '--seed',
+  contextLength: '--context-length',
+};
 
 export function floatArg(name: string) {
   return (value: string): number => {
@@ -70,8 +105,34 @@ export function addAttentionOptions(cmd: Command, methodFlag: 'single' | 'list' 
   return cmd;
 }
 
-/** The attention config of the parsed flags, for one method. */
+/** HiP option fields and their flags. */
+const HIP_FIELD_FLAGS: Readonly<Record<string, string>> = {
+  ...Object.fromEntries(HIP_FLAGS.map(([key, flag]) => [key, flag.split(' ')[0]!])),
+  representative: '--representative',
+  shiftedBlocks: '--shifted-blocks',
+};
+const STREAMING_FIELD_FLAGS: Readonly<Record<string, string>> = { sinkTokens: '--streaming-sink-tokens', slidingWindow: '--streaming-window' };
+
+/**
+ * The attention config of the parsed flags, for one method. Checked here, so that an
+ * impossible combination is refused naming the flags (`--hip-top-k`), not the option fields.
+ */
 export function attentionConfigFrom(opts: Record<string, unknown>, method: AttentionMethod): AttentionConfig {
+  const config = attentionConfigOf(opts, method);
+  try {
+    resolveHipOptions(config.hip);
+  } catch (e) {
+    throw withFlagNames(e, HIP_FIELD_FLAGS);
+  }
+  try {
+    resolveStreamingOptions(config.streaming);
+  } catch (e) {
+    throw withFlagNames(e, STREAMING_FIELD_FLAGS);
+  }
+  return config;
+}
+
+function attentionConfigOf(opts: Record<string, unknown>, method: AttentionMethod): AttentionConfig & { hip: Partial<HipOptions>; streaming: Partial<StreamingOptions> } {
   const hip: Partial<HipOptions> = {};
   for (const [key, flag] of HIP_FLAGS) {
     const prop = flag

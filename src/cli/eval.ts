@@ -6,9 +6,9 @@
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { type Command, Option } from 'commander';
-import { type AttentionMethod, resolveAttentionConfig } from '../attention/method.js';
+import { type AttentionMethod, type ResolvedAttentionConfig, resolveAttentionConfig } from '../attention/method.js';
 import { HipAttnError } from '../errors.js';
-import { perplexityChartSpec, retrievalChartSpec, writeChart } from '../eval/charts.js';
+import { perplexityChartSpec, retrievalChartSpec, shorten, writeChart } from '../eval/charts.js';
 import { accuracyByMethod, type PerplexityRow, type RetrievalRow } from '../eval/metrics.js';
 import { Haystack, kvTask, niahTask, passkeyTask, PROMPT_LAYOUTS, type PromptLayout, type RetrievalTask } from '../eval/prompts.js';
 import { type EvalDocument, type EvalTask, writeJsonAtomic } from '../eval/results.js';
@@ -219,10 +219,12 @@ export function retrievalTable(rows: readonly RetrievalRow[], methods: readonly 
   return formatTable(['length', 'depth', ...methods], body);
 }
 
-function summaryTable(rows: readonly RetrievalRow[], timings: readonly MethodTiming[]): string {
+/** Accuracy, time and keys read per method (keys: see keysPerQuery, at the longest length run). */
+function summaryTable(rows: readonly RetrievalRow[], timings: readonly MethodTiming[], opts: CommonOpts): string {
   const acc = accuracyByMethod(rows);
+  const longest = Math.max(0, ...rows.map((r) => r.length));
   return formatTable(
-    ['attention', 'accuracy', 'correct/trials', 'time (s)', 'tokens/s'],
+    ['attention', 'accuracy', 'correct/trials', 'time (s)', 'tokens/s', `keys/query at ${longest}`],
     timings.map((t) => {
       const a = acc.get(t.attention);
       return [
@@ -231,6 +233,7 @@ function summaryTable(rows: readonly RetrievalRow[], timings: readonly MethodTim
         a ? `${a.correct}/${a.trials}` : '-',
         t.seconds.toFixed(1),
         t.seconds > 0 ? (t.tokens / t.seconds).toFixed(0) : '-',
+        keysPerQuery(resolveAttentionConfig(attentionConfigFrom(opts, t.attention)), longest),
       ];
     }),
   );
@@ -276,20 +279,36 @@ export async function runRetrievalCommand(s: RetrievalCommandSpec): Promise<{ ro
   console.log(`\n${s.chartTask} accuracy (${session.doc.device}):\n`);
   console.log(retrievalTable(result.rows, methods));
   console.log('');
-  console.log(summaryTable(result.rows, result.timings));
+  console.log(summaryTable(result.rows, result.timings, s.opts));
   if (result.interrupted) console.log(`\ninterrupted: ${result.rows.length} finished cell${result.rows.length === 1 ? '' : 's'} kept`);
   if (s.opts.chart && result.rows.length > 0) {
-    await writeChart(retrievalChartSpec(result.rows, { task: s.chartTask, subtitle: chartSubtitle(result.rows, session.modelPath, session.doc.device) }), s.opts.chart);
+    const longest = Math.max(...result.rows.map((r) => r.length));
+    const notes = Object.fromEntries(
+      result.timings.map((t) => [t.attention, `${t.seconds.toFixed(1)} s · ${keysPerQuery(resolveAttentionConfig(attentionConfigFrom(s.opts, t.attention)), longest)} keys/query at ${longest}`]),
+    );
+    await writeChart(retrievalChartSpec(result.rows, { task: s.chartTask, subtitle: chartSubtitle(result.rows, session.modelPath, session.doc.device), methodNotes: notes }), s.opts.chart);
     console.error(`chart: ${s.opts.chart}`);
   }
   if (s.opts.json) console.error(`results: ${s.opts.json}`);
   return result;
 }
 
-function chartSubtitle(rows: readonly RetrievalRow[], model: string, device: string): string {
+/**
+ * Keys the last query of a `length`-token prompt reads in a layer of this method: every key for
+ * dense; sink + top-k + window for HiP (its dense first layers read them all); sink + window for
+ * StreamingLLM; never more than the prompt.
+ */
+export function keysPerQuery(config: ResolvedAttentionConfig, length: number): number {
+  if (config.method === 'hip') return Math.min(length, config.hip.sinkTokens + config.hip.topK + config.hip.slidingWindow);
+  if (config.method === 'streaming') return Math.min(length, config.streaming.sinkTokens + config.streaming.slidingWindow);
+  return length;
+}
+
+/** The chart's subtitle lines: model and device, then what a cell is. */
+function chartSubtitle(rows: readonly RetrievalRow[], model: string, device: string): string[] {
   const counts = [...new Set(rows.map((r) => r.trials))];
   const trials = counts.length === 1 && counts[0] === 1 ? '1 trial' : `${counts.join('/')} trials`;
-  return `${basename(model)} on ${device}; ${trials} per cell; depth 0% = start of the context, 100% = just before the question`;
+  return [`${basename(model)} on ${shorten(device)}`, `${trials} per cell; depth 0% = start of the context, 100% = just before the question`];
 }
 
 export function registerEval(program: Command): void {
@@ -331,7 +350,7 @@ export function registerEval(program: Command): void {
     console.log(timingTable(result.timings));
     if (result.interrupted) console.log(`\ninterrupted: ${result.rows.length} finished cell${result.rows.length === 1 ? '' : 's'} kept`);
     if (opts.chart && result.rows.length > 0) {
-      await writeChart(perplexityChartSpec(result.rows, { subtitle: `${basename(session.modelPath)} on ${session.doc.device}; lower is better; non-overlapping windows, every token scored` }), opts.chart);
+      await writeChart(perplexityChartSpec(result.rows, { subtitle: `${basename(session.modelPath)} on ${shorten(session.doc.device)}; lower is better; non-overlapping windows, every token scored` }), opts.chart);
       console.error(`chart: ${opts.chart}`);
     }
     if (opts.json) console.error(`results: ${opts.json}`);

@@ -9,7 +9,7 @@ import type { AttentionMethod } from '../attention/method.js';
 import type { StorageType } from '../kernels/types.js';
 import type { HubOptions } from '../runtime/hub-id.js';
 import { loadModel } from '../runtime/load.js';
-import { addAttentionOptions, attentionConfigFrom, floatArg, intArg } from './attention-options.js';
+import { GENERATION_FLAGS, addAttentionOptions, attentionConfigFrom, floatArg, intArg, positiveIntArg, withFlagNames } from './attention-options.js';
 import { defaultModelPath } from './paths.js';
 import { progressBar } from './progress.js';
 
@@ -21,7 +21,7 @@ export function addModelOptions(cmd: Command): Command {
     )
     .addOption(new Option('--device <device>', 'where to run').choices(['auto', 'cpu', 'webgpu']).default('auto'))
     .addOption(new Option('--dtype <type>', 'WebGPU storage of weights, activations and KV cache (default f16 where the adapter has shader-f16, else f32)').choices(['f16', 'f32']))
-    .option('--context-length <tokens>', 'KV-cache capacity in tokens (default: the model\'s, at most 16384)', intArg('--context-length'))
+    .option('--context-length <tokens>', 'KV-cache capacity in tokens (default: the model\'s, at most 16384)', positiveIntArg('--context-length'))
     .option('--revision <rev>', 'Hub id: branch, tag or commit (default main; same as org/name@rev)')
     .option('--cache-dir <dir>', 'Hub id: the Hugging Face cache (default $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub)')
     .option('--offline', 'Hub id: use the cache only, never the network')
@@ -71,18 +71,22 @@ export function registerGenerate(program: Command): void {
     try {
       const ids = text === '' ? (model.tokenizer.bosTokenId !== undefined ? [model.tokenizer.bosTokenId] : []) : model.encode(text);
       if (ids.length === 0) throw new HipAttnError('INVALID_OPTION', 'the prompt is empty and the model has no BOS token');
-      const stats = await model.generate(
-        { ids },
-        {
-          maxNewTokens: opts.maxNewTokens as number,
-          temperature: opts.temperature as number | undefined,
-          topP: opts.topP as number | undefined,
-          topK: opts.topK as number | undefined,
-          seed: opts.seed as number | undefined,
-          stopStrings: opts.stop as string[] | undefined,
-          onToken: (t) => process.stdout.write(t.text),
-        },
-      );
+      const stats = await model
+        .generate(
+          { ids },
+          {
+            maxNewTokens: opts.maxNewTokens as number,
+            temperature: opts.temperature as number | undefined,
+            topP: opts.topP as number | undefined,
+            topK: opts.topK as number | undefined,
+            seed: opts.seed as number | undefined,
+            stopStrings: opts.stop as string[] | undefined,
+            onToken: (t) => process.stdout.write(t.text),
+          },
+        )
+        .catch((e: unknown) => {
+          throw withFlagNames(e, GENERATION_FLAGS);
+        });
       process.stdout.write('\n');
       console.error(
         `[${model.backend.description}; attention ${model.attention.method}] prompt ${stats.promptTokens} tokens: prefill ${stats.prefillTokensPerSecond.toFixed(1)} tok/s; ` +

@@ -1,27 +1,2 @@
 /** Locating files that ship with the package (the embedded default model), from dist/ or src/. */
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-/** The package's root directory (the folder of hipattn's package.json). */
-export function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const pj = join(dir, 'package.json');
-    if (existsSync(pj)) {
-      try {
-        if ((JSON.parse(readFileSync(pj, 'utf8')) as { name?: string }).name === 'hipattn') return dir;
-      } catch {
-        // not ours; keep walking up
-      }
-    }
-    const up = dirname(dir);
-    if (up === dir) throw new Error('hipattn: cannot find the package root (package.json)');
-    dir = up;
-  }
-}
-
-/** The embedded default model (hip-testbed-mini, 13 MB, with its model card). */
-export function defaultModelPath(): string {
-  return join(packageRoot(), 'models', 'hip-testbed-mini');
-}
+export { packageRoot, packageVersion, embeddedModelPath as defaultModelPath } from '../runtime/embedded.js';

@@ -2,7 +2,7 @@ import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { perplexityChartSpec, renderSvg, retrievalChartSpec, svgToPng, writeChart } from './charts.js';
+import { perplexityChartSpec, renderSvg, retrievalChartSpec, shorten, svgToPng, writeChart } from './charts.js';
 import type { PerplexityRow, RetrievalRow } from './metrics.js';
 
 const retrieval: RetrievalRow[] = [];
@@ -28,6 +28,28 @@ describe('charts', () => {
     for (const s of ['passkey accuracy by context length and needle depth', 'dense (mean 100%)', 'HiP (mean 100%)', 'StreamingLLM (mean 67%)', 'needle depth', 'context length (tokens)', 'accuracy', '0%', '100%', '8192', '50%']) {
       expect(svg).toContain(s);
     }
+  });
+
+  it('retrieval: a note line per panel (time, keys read) and a subtitle of several lines', async () => {
+    const notes = { dense: '80.1 s · 8192 keys/query at 8192', hip: '40.2 s · 1296 keys/query at 8192', streaming: '30.9 s · 784 keys/query at 8192' };
+    const subtitle = ['hip-testbed-mini on WebGPU "mesa / software / llvmpipe / Mesa 25.0.7 (LLVM 15.0.6)" (fallback), f16', '2 trials per cell'];
+    const svg = await renderSvg(retrievalChartSpec(retrieval, { task: 'passkey', subtitle, methodNotes: notes }));
+    for (const s of [...Object.values(notes), ...subtitle.map((l) => l.replace(/"/g, '&quot;')), 'HiP (mean 100%)']) expect(svg).toContain(s);
+    expect(svg).not.toMatch(/>[^<]* \| [^<]*</); // the line separator is never drawn
+    // one text element per line: the note is not glued to the method's title
+    expect(svg).toMatch(/>HiP \(mean 100%\)</);
+  });
+
+  it("a long adapter name does not make the chart wide (it made hipattn demo's 2056 px)", async () => {
+    const device = 'WebGPU "mesa / software / llvmpipe-llvm-15-0-6-256-bits- / llvmpipe: Mesa 25.0.7-2~bpo12+1 (LLVM 15.0.6) 0.0.1" (fallback), f16; HiP options: topK 512, blockSizeQ 32';
+    const width = async (subtitle: string | string[]) => Number(/^<svg[^>]* width="(\d+)"/.exec(await renderSvg(retrievalChartSpec(retrieval, { task: 'passkey', subtitle })))![1]);
+    const panels = await width('x');
+    const long = await width(`hip-testbed-mini on ${device}; 2 trials per cell; depth 0% = start of the context, 100% = just before the question`);
+    const short = await width([`hip-testbed-mini on ${shorten(device)}`, '2 trials per cell; depth 0% = start of the context, 100% = just before the question']);
+    expect(shorten(device)).toHaveLength(72);
+    expect(shorten('short')).toBe('short');
+    expect(long).toBeGreaterThan(panels + 300);
+    expect(short).toBe(panels);
   });
 
   it('perplexity: ppl vs context, one line per method, one panel per file', async () => {

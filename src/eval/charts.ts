@@ -22,6 +22,17 @@ function methodsOf(rows: readonly { attention: string }[]): string[] {
   return present.sort((a, b) => (METHOD_ORDER.indexOf(a) + 1 || 99) - (METHOD_ORDER.indexOf(b) + 1 || 99) || a.localeCompare(b));
 }
 
+/**
+ * At most `max` characters (an ellipsis at the end): a subtitle line is as wide as its text,
+ * and an adapter description can be 150 characters long.
+ */
+export function shorten(text: string, max = 72): string {
+  return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
+}
+
+/** Separates the lines of a panel title (split by the header's labelExpr). */
+const PANEL_LINE_BREAK = ' | ';
+
 const CONFIG = {
   font: 'DejaVu Sans, Liberation Sans, Arial, Helvetica, sans-serif',
   background: 'white',
@@ -90,7 +101,17 @@ export function perplexityChartSpec(rows: readonly PerplexityRow[], opts: { titl
 }
 
 /** Vega-Lite spec: accuracy heatmaps (length × depth) side by side, one per method. */
-export function retrievalChartSpec(rows: readonly RetrievalRow[], opts: { task?: string; title?: string; subtitle?: string } = {}): TopLevelSpec {
+export function retrievalChartSpec(
+  rows: readonly RetrievalRow[],
+  opts: {
+    task?: string;
+    title?: string;
+    /** Lines under the title (an array: one line each, so long device names do not widen the chart). */
+    subtitle?: string | string[];
+    /** A second line under each method's panel title, e.g. its time and keys read per query. */
+    methodNotes?: Readonly<Record<string, string>>;
+  } = {},
+): TopLevelSpec {
   const methods = methodsOf(rows);
   // Panel titles carry each method's mean accuracy over its cells (Σ correct / Σ trials).
   const title = new Map<string, string>();
@@ -98,7 +119,8 @@ export function retrievalChartSpec(rows: readonly RetrievalRow[], opts: { task?:
     const mine = rows.filter((r) => r.attention === m);
     const trials = mine.reduce((s, r) => s + r.trials, 0);
     const correct = mine.reduce((s, r) => s + r.correct, 0);
-    title.set(m, `${METHOD_LABEL[m] ?? m} (mean ${trials > 0 ? Math.round((100 * correct) / trials) : 0}%)`);
+    const note = opts.methodNotes?.[m];
+    title.set(m, `${METHOD_LABEL[m] ?? m} (mean ${trials > 0 ? Math.round((100 * correct) / trials) : 0}%)${note ? `${PANEL_LINE_BREAK}${note}` : ''}`);
   }
   const data = rows.map((r) => ({
     ...r,
@@ -118,7 +140,13 @@ export function retrievalChartSpec(rows: readonly RetrievalRow[], opts: { task?:
       subtitle: opts.subtitle ?? `${trials.length === 1 ? trials[0] : trials.join('/')} trial${trials.length === 1 && trials[0] === 1 ? '' : 's'} per cell; depth 0% = start of the context, 100% = just before the question`,
     },
     data: { values: data },
-    facet: { field: 'method', type: 'nominal', title: null, sort: methods.map((m) => title.get(m)!), header: { labelFontSize: 13 } },
+    facet: {
+      field: 'method',
+      type: 'nominal',
+      title: null,
+      sort: methods.map((m) => title.get(m)!),
+      header: { labelFontSize: 13, labelExpr: `split(datum.value, '${PANEL_LINE_BREAK}')` },
+    },
     columns: Math.min(3, methods.length),
     spec: {
       width: cell * depths.length,

@@ -8,6 +8,7 @@ export {
   withErrorScope,
   summarizeAdapterInfo,
   summaryLine,
+  isSoftwareAdapter,
   DEFAULT_DAWN_TOGGLES,
   REQUESTED_MAX_LIMITS,
   FEATURE_SHADER_F16,

@@ -1,7 +1,8 @@
 /**
  * Chat templates: the model's Jinja template (tokenizer_config.json `chat_template`, a
  * chat_template.jinja file, or GGUF `tokenizer.chat_template`) rendered with @huggingface/jinja,
- * the way transformers' apply_chat_template does.
+ * the way transformers' apply_chat_template does; models without one get ChatML
+ * (DEFAULT_CHAT_TEMPLATE).
  */
 import { Template } from '@huggingface/jinja';
 import { HipAttnError } from '../errors.js';
@@ -45,16 +46,29 @@ function checkMessages(messages: readonly ChatMessage[]): void {
   });
 }
 
-/** Renders the conversation as the model's prompt text. TOKENIZER error when the model has no template. */
+/**
+ * The template of models that have none (no chat_template in tokenizer_config.json, no
+ * chat_template.jinja, no tokenizer.chat_template in the GGUF): ChatML, the fallback
+ * llama.cpp's server uses too. Each message is `<|im_start|>{role}\n{content}<|im_end|>\n`;
+ * the generation prompt is `<|im_start|>assistant\n`. encodeChat puts BOS in front (the
+ * template itself has none), as the tokenizer does for text.
+ */
+export const DEFAULT_CHAT_TEMPLATE =
+  "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}" +
+  "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/** Where the default template ends a turn: generation of a chat prompt stops there too. */
+export const DEFAULT_CHAT_STOP = '<|im_end|>';
+
+/** True when chat prompts of this tokenizer's model use DEFAULT_CHAT_TEMPLATE. */
+export function usesDefaultChatTemplate(tokenizer: TextTokenizer): boolean {
+  return !tokenizer.chatTemplate;
+}
+
+/** Renders the conversation as the model's prompt text (its template, else DEFAULT_CHAT_TEMPLATE). */
 export function renderChat(tokenizer: TextTokenizer, messages: readonly ChatMessage[], options: ChatTemplateOptions = {}): string {
   checkMessages(messages);
-  const source = tokenizer.chatTemplate;
-  if (!source) {
-    throw new HipAttnError(
-      'TOKENIZER',
-      'this model has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja, no tokenizer.chat_template in the GGUF); use a plain text prompt instead',
-    );
-  }
+  const source = tokenizer.chatTemplate || DEFAULT_CHAT_TEMPLATE;
   try {
     return compile(source).render({
       ...tokenizer.specialTokens,
@@ -68,7 +82,13 @@ export function renderChat(tokenizer: TextTokenizer, messages: readonly ChatMess
   }
 }
 
-/** Renders and tokenizes a conversation (special tokens come from the template, none are added). */
+/**
+ * Renders and tokenizes a conversation. With the model's own template the special tokens come
+ * from the template and none are added; with the default one BOS is added, as for text.
+ */
 export function encodeChat(tokenizer: TextTokenizer, messages: readonly ChatMessage[], options: ChatTemplateOptions = {}): number[] {
-  return tokenizer.encode(renderChat(tokenizer, messages, options), { addBos: false });
+  const text = renderChat(tokenizer, messages, options);
+  if (!usesDefaultChatTemplate(tokenizer)) return tokenizer.encode(text, { addBos: false });
+  const ids = tokenizer.encode(text, { addBos: false });
+  return tokenizer.bosTokenId !== undefined ? [tokenizer.bosTokenId, ...ids] : ids;
 }

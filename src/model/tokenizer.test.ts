@@ -90,11 +90,24 @@ describe('chat templates', () => {
     expect(renderChat(j, [])).toBe('jinja file');
   });
 
-  it('a model without a template, or with a broken one, gives a TOKENIZER error that says so', async () => {
+  it('a model without a template gets ChatML (BOS first, as its own ChatML template would give); a broken one gives a TOKENIZER error', async () => {
+    const conversation = [
+      { role: 'system', content: 'Be brief.' },
+      { role: 'user', content: 'Hello there' },
+    ];
     const none = new HfTokenizer({ tokenizerJson, tokenizerConfig });
-    expect(() => renderChat(none, [{ role: 'user', content: 'x' }])).toThrow(/no chat template/);
+    expect(renderChat(none, conversation)).toBe('<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello there<|im_end|>\n<|im_start|>assistant\n');
+    expect(renderChat(none, conversation, { addGenerationPrompt: false })).toBe('<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello there<|im_end|>\n');
+    // the same ids as a tokenizer whose config carries an explicit ChatML template with {{ bos_token }}
+    const explicit = new HfTokenizer({ tokenizerJson, tokenizerConfig: { ...tokenizerConfig, chat_template: CHATML } });
+    expect(encodeChat(none, conversation)).toEqual(encodeChat(explicit, conversation));
+    expect(encodeChat(none, conversation)[0]).toBe(none.bosTokenId);
+    // a GGUF model without tokenizer.chat_template (stories260K), against the same template set on its vocabulary
     const { m } = await stories;
-    expect(() => encodeChat(m.tokenizer, [{ role: 'user', content: 'x' }])).toThrow(HipAttnError);
+    const spm = m.tokenizer as SpmTokenizer;
+    const withTemplate = Object.create(spm, { chatTemplate: { value: CHATML } }) as TextTokenizer;
+    expect(encodeChat(m.tokenizer, conversation)).toEqual(encodeChat(withTemplate, conversation));
+    expect(m.tokenizer.decode(encodeChat(m.tokenizer, conversation), { skipSpecialTokens: true })).toContain('<|im_start|>user\nHello there<|im_end|>');
     const broken = new HfTokenizer({ tokenizerJson, tokenizerConfig: { chat_template: '{% for m in messages %}' } });
     expect(() => renderChat(broken, [{ role: 'user', content: 'x' }])).toThrow(expect.objectContaining({ code: 'TOKENIZER' }));
     expect(() => renderChat(none, [{ role: 'user' }] as never)).toThrow(expect.objectContaining({ code: 'REQUEST' }));

@@ -78,6 +78,25 @@ export function parseHubId(id: string): HubModelId | undefined {
   return out;
 }
 
+/** Extensions of model and tokenizer files: a string whose last part ends in one names a file, not a repo. */
+const FILE_EXTENSION = /\.(gguf|safetensors|json|jinja|bin|pt|pth|onnx|model|txt)$/i;
+
+/**
+ * True when a model string can only be a local path, so that a missing one is reported as such
+ * instead of being looked up on the Hub. The rule (README "Model sources"): a string that
+ * starts with `.`, `/` or `~`, holds a backslash or a drive letter, has three or more
+ * `/`-separated parts without being `org/name[@rev]/file.gguf`, or ends in a file extension
+ * without being that form (`models/x.gguf`, `dir/config.json`) is a path. What is left is a
+ * Hub id or an ambiguous `org/name` (e.g. `models/hip-testbed-mini`): that goes to the Hub
+ * once no local path of that name exists, and its error says the local path was missing too.
+ */
+export function isLocalPathLike(source: string): boolean {
+  if (/^[.~/\\]/.test(source) || source.includes('\\') || /^[A-Za-z]:/.test(source)) return true;
+  const id = parseHubId(source);
+  if (!id) return true;
+  return id.file === undefined && FILE_EXTENSION.test(id.repo);
+}
+
 /** The revision to use: the id's `@revision`, else the option, else "main"; both given and different is an error. */
 export function hubRevision(id: HubModelId, option: string | undefined): string {
   if (id.revision !== undefined && option !== undefined && option !== id.revision) {

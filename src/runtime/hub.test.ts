@@ -371,14 +371,14 @@ describe('Hub ids through loadModel (fake Hub on 127.0.0.1)', () => {
     await expect(downloadHubModel('ggml/stories260K', hubOpts(cache, { accessToken: 'nope' }))).rejects.toMatchObject({ code: 'INVALID_OPTION' });
     const err = await loadModel('nobody/nothing', { device: 'cpu', hub: hubOpts(cache) }).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'NOT_FOUND' });
-    expect((err as Error).message).toMatch(/nobody\/nothing@main: not a local path.*404.*HF_TOKEN/);
+    expect((err as Error).message).toMatch(/^nobody\/nothing: no such local path \(.*\), so it was taken as a Hugging Face Hub id: nobody\/nothing@main: .*404.*HF_TOKEN/);
     await expect(downloadHubModel('hip/no-model', hubOpts(cache))).rejects.toMatchObject({ code: 'MODEL_FORMAT', message: expect.stringContaining('README.md') });
   });
 
   it('prefers existing local paths, and explains strings that are neither', async () => {
     const before = hub.log.length;
     expect(await resolveModelPath(MINI, { hubUrl: hub.url })).toBe(MINI);
-    await expect(resolveModelPath(join(tmpdir(), 'no-such-model-dir'))).rejects.toMatchObject({ code: 'NOT_FOUND', message: expect.stringContaining('not a Hugging Face Hub id') });
+    await expect(resolveModelPath(join(tmpdir(), 'no-such-model-dir'))).rejects.toMatchObject({ code: 'NOT_FOUND', message: expect.stringContaining('no such local path') });
     expect(hub.log.length).toBe(before);
   });
 

@@ -30,7 +30,7 @@ import { HipAttnError, HubCacheMissError } from '../errors.js';
 import { parseLlamaConfig } from '../model/config.js';
 import type { OpenedModel } from '../model/load.js';
 import { openModelPath } from '../model/node-load.js';
-import { type HubModelId, type HubOptions, hubRevision, isSafeRelativePath, parseHubId } from './hub-id.js';
+import { type HubModelId, type HubOptions, hubRevision, isLocalPathLike, isSafeRelativePath, parseHubId } from './hub-id.js';
 
 export { type HubModelId, type HubOptions, parseHubId } from './hub-id.js';
 
@@ -93,11 +93,20 @@ export function repoCacheDir(cacheDir: string, repo: string): string {
  */
 export async function resolveModelPath(source: string, options: HubDownloadOptions = {}): Promise<string> {
   if (await exists(source)) return source;
-  const id = parseHubId(source);
-  if (!id) {
-    throw new HipAttnError('NOT_FOUND', `${source}: no such file or directory, and not a Hugging Face Hub id (org/name[@revision][/file.gguf])`);
+  const local = path.resolve(source);
+  if (isLocalPathLike(source)) {
+    throw new HipAttnError('NOT_FOUND', `${source}: no such local path (${local}); not looked up on the Hugging Face Hub, whose ids read org/name[@revision][/file.gguf]`);
   }
-  return (await downloadHubModel(id, options)).path;
+  try {
+    return (await downloadHubModel(parseHubId(source)!, options)).path;
+  } catch (e) {
+    // `org/name` is also how a relative folder two levels deep reads (`models/my-model`): say
+    // that no such folder exists either, so a mistyped path is not only reported as a Hub miss.
+    if (e instanceof HipAttnError && (e.code === 'NOT_FOUND' || e.code === 'NETWORK')) {
+      e.message = `${source}: no such local path (${local}), so it was taken as a Hugging Face Hub id: ${e.message}`;
+    }
+    throw e;
+  }
 }
 
 /** Opens a local path (model directory or GGUF file) or a Hub id (downloading it if needed). */
@@ -630,7 +639,7 @@ function hubError(ctx: Ctx, revision: string, e: unknown): Error {
     const s = e.statusCode;
     if (s === 401 || s === 403 || s === 404) {
       const hint = ctx.accessToken ? '' : ' (private or gated repos need a token: set HF_TOKEN or hub.accessToken)';
-      return new HipAttnError('NOT_FOUND', `${ctx.repo}@${revision}: not a local path, and the Hugging Face Hub answered HTTP ${s}: ${e.message}${hint}`, { cause: e });
+      return new HipAttnError('NOT_FOUND', `${ctx.repo}@${revision}: the Hugging Face Hub answered HTTP ${s}: ${e.message}${hint}`, { cause: e });
     }
     return new HipAttnError('NETWORK', `${ctx.repo}@${revision}: the Hugging Face Hub answered HTTP ${s}: ${e.message}`, { cause: e });
   }

@@ -24,7 +24,11 @@ export interface LoadProgressEvent {
 }
 
 export interface LoadModelOptions {
-  /** 'auto' (default): WebGPU when an adapter is available, else the CPU. */
+  /**
+   * 'auto' (default): WebGPU on a hardware adapter, else the CPU (software adapters such as
+   * lavapipe or SwiftShader are passed over: the CPU backend is far faster than them);
+   * 'webgpu': any WebGPU adapter, software ones included (an error when there is none); 'cpu'.
+   */
   device?: 'auto' | 'cpu' | 'webgpu';
   /** A WebGPU context to use (from `acquireGpu`, e.g. wrapping a GPUDevice you already have); implies device 'webgpu'. */
   gpu?: GpuContext;
@@ -55,8 +59,27 @@ export type ModelSource = string | ModelDirectory | ByteSource;
 
 /** The Node-only module behind string sources (a variable, so that bundlers leave it out). */
 const NODE_SOURCES: string = './hub.js';
+const NODE_EMBEDDED: string = './embedded.js';
 
-async function open(source: ModelSource, options: LoadModelOptions): Promise<{ opened: OpenedModel; name: string }> {
+/**
+ * The embedded model's folder (hip-testbed-mini inside the installed package; Node only), the
+ * model `loadModel()` opens without a source.
+ */
+export async function embeddedModelPath(): Promise<string> {
+  if (typeof (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node !== 'string') {
+    throw new HipAttnError('UNSUPPORTED', 'the embedded model is a folder of the installed package (Node only); in the browser pass a ModelDirectory or a ByteSource to loadModel');
+  }
+  const { embeddedModelPath: find } = (await import(/* @vite-ignore */ /* webpackIgnore: true */ NODE_EMBEDDED)) as typeof import('./embedded.js');
+  return find();
+}
+
+async function open(source: ModelSource | undefined, options: LoadModelOptions): Promise<{ opened: OpenedModel; name: string }> {
+  if (source === undefined) {
+    // The embedded model: a folder inside the installed package, found from this module's URL.
+    const { openModelString } = (await import(/* @vite-ignore */ /* webpackIgnore: true */ NODE_SOURCES)) as typeof import('./hub.js');
+    const dir = await embeddedModelPath();
+    return { opened: await openModelString(dir), name: dir };
+  }
   if (typeof source === 'string') {
     // Paths and Hub ids are Node only: imported lazily, through a specifier bundlers do not
     // follow, so that browser bundles never pull node:fs or @huggingface/hub's Node code.
@@ -68,7 +91,11 @@ async function open(source: ModelSource, options: LoadModelOptions): Promise<{ o
   return { opened: await openGgufFile(source), name: source.name };
 }
 
-export async function loadModel(source: ModelSource, options: LoadModelOptions = {}): Promise<HipModel> {
+/**
+ * Loads a model: `source` is a local folder or GGUF file, a Hub id (Node; see README "Model
+ * sources"), browser files, or nothing for the embedded hip-testbed-mini (Node).
+ */
+export async function loadModel(source?: ModelSource, options: LoadModelOptions = {}): Promise<HipModel> {
   const attention = resolveAttentionConfig(options.attention);
   const device = options.device ?? 'auto';
   if (!['auto', 'cpu', 'webgpu'].includes(device)) {
@@ -84,7 +111,9 @@ export async function loadModel(source: ModelSource, options: LoadModelOptions =
     const progress = options.onProgress;
     const onWeights = progress && ((p: { loaded: number; total: number; tensor: string }) => progress({ stage: 'weights', item: p.tensor, loaded: p.loaded, total: p.total }));
     let backend: ModelBackend;
-    const gpu = options.gpu ?? (device === 'cpu' ? null : await acquireGpu({ ifUnavailable: device === 'webgpu' ? 'throw' : 'null' }));
+    // 'auto' passes over software adapters (the CPU backend beats a CPU rasteriser by far);
+    // 'webgpu' takes whatever adapter there is.
+    const gpu = options.gpu ?? (device === 'cpu' ? null : device === 'webgpu' ? await acquireGpu() : await acquireGpu({ ifUnavailable: 'null', skipSoftwareAdapters: true }));
     if (gpu) {
       backend = await createGpuBackend(gpu, config, { store: opened.store }, attention, capacity, {
         ...(options.dtype ? { dtype: options.dtype } : {}),

@@ -3,12 +3,12 @@
  * from transformers.js and WebLLM — a prompt (text, chat messages or token ids) in, a stream of
  * tokens out.
  *
- *     const model = await loadModel('models/hip-testbed-mini', { attention: 'hip' });
+ *     const model = await loadModel(undefined, { attention: 'hip' });   // the embedded hip-testbed-mini
  *     for await (const t of model.stream('The pass key is', { maxNewTokens: 16 })) process.stdout.write(t.text);
  */
 import { HipAttnError } from '../errors.js';
 import type { ResolvedAttentionConfig } from '../attention/method.js';
-import { type ChatMessage, encodeChat } from '../model/chat-template.js';
+import { type ChatMessage, DEFAULT_CHAT_STOP, encodeChat, usesDefaultChatTemplate } from '../model/chat-template.js';
 import type { LlamaConfig } from '../model/config.js';
 import { type GeneratedToken, type GenerateOptions, type GenerationResult, generateTokens } from '../model/generate.js';
 import type { ForwardOptions } from '../model/llama-cpu.js';
@@ -31,6 +31,16 @@ export interface GenerationStats extends GenerationResult {
   prefillTokensPerSecond: number;
   decodeTokensPerSecond: number;
 }
+
+/**
+ * What `model.stream` returns: an async generator of tokens (its return value is the
+ * statistics) that also holds them as `stats` once it has ended, for `for await` loops, which
+ * drop the return value.
+ */
+export type GenerationStream = AsyncGenerator<GeneratedToken, GenerationStats, undefined> & {
+  /** The totals and speeds, set when generation ends (undefined before, and after an error). */
+  readonly stats?: GenerationStats;
+};
 
 export class HipModel {
   constructor(
@@ -88,13 +98,34 @@ export class HipModel {
     return o;
   }
 
-  /** Streams generated tokens; the iterator's return value has the totals and speeds. */
-  async *stream(prompt: Prompt, opts: StreamOptions = {}): AsyncGenerator<GeneratedToken, GenerationStats, undefined> {
+  /**
+   * Streams generated tokens. The totals and speeds are the generator's return value and,
+   * once it has ended, `stream.stats`:
+   *
+   *     const stream = model.stream('Once', { maxNewTokens: 16 });
+   *     for await (const t of stream) process.stdout.write(t.text);
+   *     console.log(stream.stats?.decodeTokensPerSecond);
+   */
+  stream(prompt: Prompt, opts: StreamOptions = {}): GenerationStream {
+    const result: { stats?: GenerationStats } = {};
+    const gen = this.run(prompt, opts, result);
+    return Object.defineProperty(gen, 'stats', { get: () => result.stats, enumerable: true }) as GenerationStream;
+  }
+
+  private async *run(prompt: Prompt, opts: StreamOptions, result: { stats?: GenerationStats }): AsyncGenerator<GeneratedToken, GenerationStats, undefined> {
     const ids = this.encode(prompt);
-    const it = generateTokens(this.backend, this.tokenizer, ids, this.options(opts, ids.length));
+    const o = this.options(opts, ids.length);
+    // A model without a chat template gets ChatML, whose turns end with <|im_end|>: stop there.
+    if (typeof prompt === 'object' && 'messages' in prompt && usesDefaultChatTemplate(this.tokenizer)) {
+      o.stopStrings = [...(o.stopStrings ?? []), DEFAULT_CHAT_STOP];
+    }
+    const it = generateTokens(this.backend, this.tokenizer, ids, o);
     for (;;) {
       const r = await it.next();
-      if (r.done) return withSpeeds(r.value);
+      if (r.done) {
+        result.stats = withSpeeds(r.value);
+        return result.stats;
+      }
       opts.onToken?.(r.value);
       yield r.value;
     }

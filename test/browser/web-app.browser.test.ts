@@ -189,6 +189,8 @@ describe('browser app (hipattn serve --ui, headless Chromium)', () => {
     // Options first (so that the model loads once): short-prompt preset, 6 tokens.
     await p.selectOption('#preset', 'short');
     await p.fill('#max-new', '6');
+    // SwiftShader is a software adapter: 'auto' would take the CPU there
+    await p.selectOption('#device-select', 'webgpu');
     // The app found the server's model at ./model/ and filled in its URL.
     await p.waitForFunction(() => (document.getElementById('url-input') as HTMLInputElement).value.endsWith('/model/'), null, { timeout: 30_000 });
     await p.click('#url-load');

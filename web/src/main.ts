@@ -11,7 +11,7 @@ import { resolveAttentionConfig, type AttentionMethod } from '../../src/attentio
 import type { RecallRow } from '../../src/eval/recall.js';
 import { firstNumber, passkeyCorrect } from '../../src/eval/metrics.js';
 import { PASSKEY_QUESTION, passkeyNeedle } from '../../src/eval/prompts.js';
-import { acquireGpu, type GpuContext, summaryLine } from '../../src/gpu/device.js';
+import { acquireGpu, type GpuContext, isSoftwareAdapter, summaryLine } from '../../src/gpu/device.js';
 import { blobSource, mapDirectory } from '../../src/model/byte-source.js';
 import { loadModel } from '../../src/runtime/load.js';
 import type { GenerationStats, HipModel } from '../../src/runtime/model.js';
@@ -199,7 +199,8 @@ function attentionKey(): { key: string; config: ReturnType<typeof resolveAttenti
   const { hip, streaming } = readOptions();
   const config = resolveAttentionConfig({ method: currentMethod(), hip, streaming });
   const want = ($('device-select') as HTMLSelectElement).value;
-  const device = want === 'cpu' || (want === 'auto' && !gpu) ? 'cpu' : 'webgpu';
+  // 'auto' passes over software adapters (SwiftShader), as loadModel's 'auto' does: the CPU backend is far faster there
+  const device = want === 'cpu' || (want === 'auto' && (!gpu || isSoftwareAdapter(gpu.adapterInfo))) ? 'cpu' : 'webgpu';
   if (device === 'webgpu' && !gpu) throw new Error(`WebGPU is not available${gpuError ? `: ${gpuError}` : ''}; choose the CPU device`);
   const contextLength = Number(($('context-length') as HTMLInputElement).value);
   return { key: JSON.stringify([config, device, contextLength]), config, device, contextLength };
