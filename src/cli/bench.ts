@@ -53,6 +53,28 @@ async function sdpaPeer(seqLens: number[], heads: number, kvHeads: number, headD
   }
 }
 
+interface TransformersPeerRow {
+  context: number;
+  prefillSeconds: number;
+  prefillTokensPerSecond: number;
+  decodeTokensPerSecond: number;
+  memoryBytes: number;
+}
+
+/** `bench model --peer transformers`: the same shapes in PyTorch + transformers (bench/transformers_baseline.py). */
+async function transformersPeer(model: string, contexts: number[], decodeTokens: number): Promise<{ rows: TransformersPeerRow[]; info: Record<string, unknown> } | { error: string }> {
+  const dir = await mkdtemp(join(tmpdir(), 'hipattn-transformers-'));
+  const json = join(dir, 'transformers.json');
+  const script = join(packageRoot(), 'bench', 'transformers_baseline.py');
+  try {
+    await run('python3', [script, '--model', model, '--contexts', contexts.join(','), '--decode-tokens', String(decodeTokens), '--json', json], { maxBuffer: 1 << 24, timeout: 20 * 60_000 });
+    const info = JSON.parse(await readFile(json, 'utf8')) as Record<string, unknown> & { rows: TransformersPeerRow[] };
+    return { rows: info.rows, info };
+  } catch (e) {
+    return { error: e instanceof Error ? e.message.split('\n')[0]! : String(e) };
+  }
+}
+
 const fmtMs = (ms: number | undefined) => (ms === undefined || !Number.isFinite(ms) ? '—' : ms >= 100 ? ms.toFixed(0) : ms >= 1 ? ms.toFixed(2) : ms.toFixed(3));
 
 function attentionTable(rows: AttentionBenchRow[], peer: PeerRow[]): string {
@@ -158,6 +180,7 @@ export function registerBench(program: Command): void {
     .option('--attention <list>', 'methods', methodListArg, ['dense', 'hip'])
     .option('--decode-tokens <n>', 'tokens decoded after each prefill', intArg('--decode-tokens'), 32)
     .option('--prefill-chunk <n>', 'prefill chunk in tokens', intArg('--prefill-chunk'), 2048)
+    .addOption(new Option('--peer <name>', 'peer baseline run in the same process: Hugging Face transformers on PyTorch (needs python3 + torch + transformers + CUDA)').choices(['transformers', 'none']).default('none'))
     .option('--json <file>', 'write the results as JSON')
     .option('--markdown <file>', 'write the table as Markdown');
   addAttentionOptions(model, false);
@@ -178,12 +201,39 @@ export function registerBench(program: Command): void {
         },
         (r) => console.error(`  ${r.method} @ ${r.context}: ${r.error ? `error: ${r.error}` : `prefill ${r.prefillTokensPerSecond.toFixed(0)} tok/s, decode ${r.decodeTokensPerSecond.toFixed(1)} tok/s`}`),
       );
+      let peer: TransformersPeerRow[] = [];
+      let peerInfo: Record<string, unknown> | undefined;
+      if (opts.peer === 'transformers') {
+        // The GPU is shared: hipattn's models are disposed by now.
+        console.error('running the transformers peer baseline…');
+        const p = await transformersPeer(opts.model as string, opts.contexts as number[], opts.decodeTokens as number);
+        if ('error' in p) console.error(`transformers peer baseline failed: ${p.error}`);
+        else {
+          peer = p.rows;
+          peerInfo = p.info;
+        }
+      }
+      const peerOf = (context: number) => peer.find((p) => p.context === context);
+      const ratio = (ours: number, theirs: number | undefined) => (theirs === undefined || !(theirs > 0) ? '—' : `${(ours / theirs).toFixed(2)}x`);
+      const peerName = peerInfo ? `transformers ${String(peerInfo.transformers)} (bf16, SDPA)` : '';
       const table = formatTable(
-        ['model', 'context', 'attention', 'prefill (s)', 'prefill tok/s', 'decode tok/s', 'GPU memory (GiB)'],
-        rows.map((r) => [r.model, r.context, r.method, r.error ? `error: ${r.error}` : r.prefillSeconds.toFixed(2), r.prefillTokensPerSecond.toFixed(0), r.decodeTokensPerSecond.toFixed(1), (r.memoryBytes / 2 ** 30).toFixed(2)]),
+        ['model', 'context', 'attention', 'prefill (s)', 'prefill tok/s', 'decode tok/s', 'GPU memory (GiB)', ...(peer.length ? ['prefill vs transformers', 'decode vs transformers'] : [])],
+        [
+          ...rows.map((r) => [
+            r.model,
+            r.context,
+            r.method,
+            r.error ? `error: ${r.error}` : r.prefillSeconds.toFixed(2),
+            r.prefillTokensPerSecond.toFixed(0),
+            r.decodeTokensPerSecond.toFixed(1),
+            (r.memoryBytes / 2 ** 30).toFixed(2),
+            ...(peer.length ? [ratio(r.prefillTokensPerSecond, peerOf(r.context)?.prefillTokensPerSecond), ratio(r.decodeTokensPerSecond, peerOf(r.context)?.decodeTokensPerSecond)] : []),
+          ]),
+          ...peer.map((p) => [opts.model as string, p.context, peerName, p.prefillSeconds.toFixed(2), p.prefillTokensPerSecond.toFixed(0), p.decodeTokensPerSecond.toFixed(1), (p.memoryBytes / 2 ** 30).toFixed(2), '1.00x', '1.00x']),
+        ],
       );
       console.log(table);
-      if (opts.json) await writeFile(opts.json as string, JSON.stringify({ date: new Date().toISOString(), commit: await gitCommit(), gpu: gpu.adapterInfo, rows }, null, 2));
+      if (opts.json) await writeFile(opts.json as string, JSON.stringify({ date: new Date().toISOString(), commit: await gitCommit(), gpu: gpu.adapterInfo, rows, peer: { info: peerInfo, rows: peer } }, null, 2));
       if (opts.markdown) await writeFile(opts.markdown as string, `${table}\n`);
     } finally {
       gpu.destroy();
