@@ -135,7 +135,7 @@ async function chatModelDir(): Promise<string> {
 describe('hipattn serve (stories260K, spawned)', () => {
   let s: Spawned;
   beforeAll(async () => {
-    s = await spawnServer(['--model', STORIES, '--attention', 'hip']);
+    s = await spawnServer(['--model', STORIES, '--attention', 'hip', '--strict-model-id']);
   });
   afterAll(() => stopServer(s));
 
@@ -261,6 +261,11 @@ describe('hipattn serve (stories260K, spawned)', () => {
     expect(nf.status).toBe(404);
     expect(((await nf.json()) as Json).error.code).toBe('model_not_found');
     expect((await fetch(`${s.url}/v1/nothing-here`)).status).toBe(404);
+    // Each refused request has its line on stderr, with its status and error code.
+    const logged = s.stderr().split('\n').filter((l) => /^hipattn serve: \/v1\/(chat\/)?completions 4\d\d \| json \| refused \| /.test(l));
+    expect(logged.length).toBeGreaterThanOrEqual(cases.length);
+    expect(logged.some((l) => / 404 \| .*model_not_found: the model 'gpt-4' does not exist/.test(l))).toBe(true);
+    expect(logged.some((l) => / 400 \| .*invalid_json: /.test(l))).toBe(true);
     // Still serving, nothing stuck.
     expect(await health(s.url)).toMatchObject({ status: 'ok', active: 0, queued: 0 });
     expect((await post(s.url, '/v1/completions', { prompt: 'Once', max_tokens: 2 })).status).toBe(200);
@@ -319,9 +324,10 @@ describe('hipattn serve (testbed with a chat template, spawned)', () => {
     expect(usage).toEqual(full.usage);
     const completion = await client.completions.create({ model: 'testbed-chat', prompt: 'The pass key is', max_tokens: 4, temperature: 0 });
     expect(completion.choices[0]!.finish_reason).toBe('length');
-    const err = await client.completions.create({ model: 'nope', prompt: 'x' }).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(OpenAI.NotFoundError);
-    expect(err).toMatchObject({ status: 404, code: 'model_not_found', param: 'model' });
+    // Any model name is answered (no --strict-model-id), by the served model.
+    const other = await client.completions.create({ model: 'gpt-3.5-turbo-instruct', prompt: 'The pass key is', max_tokens: 4, temperature: 0 });
+    expect(other.model).toBe('testbed-chat');
+    expect(other.choices[0]!.text).toBe(completion.choices[0]!.text);
     const bad = await client.chat.completions.create({ model: 'testbed-chat', messages, max_tokens: -1 }).catch((e: unknown) => e);
     expect(bad).toBeInstanceOf(OpenAI.BadRequestError);
     expect(bad).toMatchObject({ status: 400, param: 'max_tokens' });
@@ -736,5 +742,7 @@ describe('hipattn serve shutdown (spawned)', () => {
   it('refuses bad flags with exit code 2', async () => {
     const s = spawnServer(['--model', STORIES, '--max-concurrency', '0']);
     await expect(s).rejects.toThrow(/exited with 2 before listening[\s\S]*--max-concurrency must be at least 1/);
+    const t = spawnServer(['--model', STORIES, '--headers-timeout', '5', '--request-timeout', '1']);
+    await expect(t).rejects.toThrow(/exited with 2 before listening[\s\S]*--headers-timeout must not be longer than --request-timeout/);
   });
 });
