@@ -416,13 +416,23 @@ describe('server hardening (in-process, stories260K)', () => {
       // The aborted stream's tokens count too: the counter equals /health's.
       expect(sample(m2, 'hipattn_completion_tokens_total')).toBe((await health(url)).tokens.completion);
 
-      // Shutting down: not ready, while a stream still runs and keeps its connection.
+      // Shutting down: not ready, while a stream still runs and keeps its connection; a probe's
+      // connection kept alive from before is closed or answered 503, new ones are refused.
+      const probe = rawSocket(Number(new URL(url).port));
+      probe.sock.write('GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+      await waitFor(async () => probe.received(), (t) => t.includes('{"ready":true}'));
       const c = await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'Once', max_tokens: 300, ignore_eos: true, stream: true }) });
       expect(c.status).toBe(200);
       const closing = server.close();
       closed = true;
       expect(server.stats().status).toBe('shutting_down');
       expect(parseExposition(server.metrics()).get('hipattn_ready')!.samples[0]!.value).toBe(0);
+      const before = probe.received().length;
+      if (!probe.sock.destroyed) probe.sock.write('GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+      await Promise.race([probe.closed, waitFor(async () => probe.received().length, (n) => n > before)]);
+      const answer = probe.received().slice(before);
+      if (answer !== '') expect(answer).toMatch(/^HTTP\/1\.1 503/);
+      await expect(fetch(`${url}/ready`)).rejects.toThrow();
       await c.text();
       await closing;
     } finally {
@@ -480,7 +490,8 @@ describe('server hardening (in-process, stories260K)', () => {
     }
   });
 
-  describe('slow clients', () => {
+  // A server that never hangs up on a slow client would keep these waiting: fail them in bounded time.
+  describe('slow clients', { timeout: 60_000 }, () => {
     const timeouts = { headersTimeoutMs: 600, requestTimeoutMs: 1200, keepAliveTimeoutMs: 400, idleTimeoutMs: 800 };
 
     it('closes a connection that sends its headers one byte at a time, or its body too slowly, or sits idle', async () => {
