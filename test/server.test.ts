@@ -135,7 +135,7 @@ async function chatModelDir(): Promise<string> {
 describe('hipattn serve (stories260K, spawned)', () => {
   let s: Spawned;
   beforeAll(async () => {
-    s = await spawnServer(['--model', STORIES, '--attention', 'hip', '--strict-model-id']);
+    s = await spawnServer(['--model', STORIES, '--attention', 'hip', '--strict-model-id', '--max-prompt-chars-per-token', '8']);
   });
   afterAll(() => stopServer(s));
 
@@ -224,6 +224,8 @@ describe('hipattn serve (stories260K, spawned)', () => {
       ['/v1/completions', { prompt: 'x', max_tokens: 1e9 }, 400, 'max_tokens', null],
       ['/v1/completions', { prompt: long, max_tokens: 1800 }, 400, 'max_tokens', 'context_length_exceeded'],
       ['/v1/completions', { prompt: huge }, 400, 'prompt', 'context_length_exceeded'],
+      // Over 2048 × 8 characters: refused before tokenizing.
+      ['/v1/completions', { prompt: 'x'.repeat(2048 * 8 + 1) }, 400, 'prompt', 'context_length_exceeded'],
       ['/v1/completions', { prompt: 'x', temperature: 'hot' }, 400, 'temperature', null],
       ['/v1/completions', { prompt: 'x', temperature: 5 }, 400, 'temperature', null],
       ['/v1/completions', { prompt: 'x', top_p: 0 }, 400, 'top_p', null],
@@ -257,6 +259,8 @@ describe('hipattn serve (stories260K, spawned)', () => {
       if (param !== null) expect(r.body.error.message, label).toContain(param.split('[')[0]);
     }
     expect((await post(s.url, '/v1/completions', { prompt: long, max_tokens: 1800 })).body.error.message).toMatch(/maximum context length is 2048 tokens/);
+    expect((await post(s.url, '/v1/completions', { prompt: huge })).body.error.message).toMatch(/'prompt' has \d+ tokens/);
+    expect((await post(s.url, '/v1/completions', { prompt: 'x'.repeat(2048 * 8 + 1) })).body.error.message).toMatch(/'prompt' has 16385 characters, more than the 16384 \(8 per token\)/);
     const nf = await fetch(`${s.url}/v1/models/nope`);
     expect(nf.status).toBe(404);
     expect(((await nf.json()) as Json).error.code).toBe('model_not_found');

@@ -58,6 +58,7 @@ export function registerServe(program: Command): void {
     .option('--headers-timeout <seconds>', "a client must send a request's headers within this time", floatArg('--headers-timeout'), 60)
     .option('--request-timeout <seconds>', 'a client must send a whole request within this time (0: no limit; answers, streams included, are not limited)', floatArg('--request-timeout'), 300)
     .option('--keep-alive-timeout <seconds>', 'close kept-alive connections idle this long between requests (behind a load balancer: longer than its idle timeout)', floatArg('--keep-alive-timeout'), 72)
+    .option('--max-prompt-chars-per-token <n>', 'refuse text and chat prompts longer than the context length × this many characters before tokenizing them', floatArg('--max-prompt-chars-per-token'), 16)
     .option('--idle-timeout <seconds>', 'disconnect a client silent this long while the server waits on it (a stalled upload, a stream it stops reading; 0: never)', floatArg('--idle-timeout'), 60)
     .option('--static-dir <dir>', 'also serve this folder as static files at / (e.g. a browser app build)')
     .option('--ui', "also serve the browser app (web/dist, built by 'npm run build:web') at /, and a local model's files at /model/ for it")
@@ -83,6 +84,7 @@ export function registerServe(program: Command): void {
       if (!(seconds >= 0)) throw new HipAttnError('INVALID_OPTION', `${flag} must be ≥ 0 seconds, got ${seconds}`);
       timeouts[option] = Math.round(seconds * 1000);
     }
+    if (!((opts.maxPromptCharsPerToken as number) >= 1)) throw new HipAttnError('INVALID_OPTION', '--max-prompt-chars-per-token must be at least 1');
     if (timeouts.headersTimeoutMs! < 1) throw new HipAttnError('INVALID_OPTION', '--headers-timeout must be more than 0');
     if (timeouts.requestTimeoutMs! > 0 && timeouts.headersTimeoutMs! > timeouts.requestTimeoutMs!) {
       throw new HipAttnError('INVALID_OPTION', '--headers-timeout must not be longer than --request-timeout');
@@ -124,6 +126,7 @@ export function registerServe(program: Command): void {
       maxQueue: opts.maxQueue as number,
       shutdownGraceMs: grace * 1000,
       strictModelId: opts.strictModelId === true,
+      maxPromptCharsPerToken: opts.maxPromptCharsPerToken as number,
       ...timeouts,
       ...(opts.staticDir !== undefined ? { staticDir: opts.staticDir as string } : {}),
       ...(ui ?? {}),
