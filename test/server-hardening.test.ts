@@ -528,6 +528,16 @@ describe('server hardening (in-process, stories260K)', () => {
       } finally {
         await server.close();
       }
+
+      // Without a request timeout, a body that stops halfway is cut by the idle timeout.
+      const idle = await start({ ...timeouts, requestTimeoutMs: 0 });
+      try {
+        const stalled = rawSocket(idle.port);
+        stalled.sock.write(`POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"prompt": `);
+        expect(await stalled.closed).toBeLessThan(5000);
+      } finally {
+        await idle.server.close();
+      }
     });
 
     it('does not cut a long stream, a slow prefill or a wait in the queue; drops a client that stops reading', async () => {
