@@ -11,6 +11,9 @@
  * Every model slot holds one KV cache, so it runs one generation at a time; requests wait in a
  * bounded FIFO queue (429 beyond it). A client that goes away mid-request aborts its generation
  * at once and frees its slot. The server never owns the models: dispose them after close().
+ * Besides the API: GET /health (liveness), GET /ready (readiness) and GET /metrics (Prometheus,
+ * metrics.ts). Slow or silent clients are cut off by the header, request, keep-alive and idle
+ * timeouts; a generation's own time (queue, prefill, a long stream) is never cut.
  */
 import { randomUUID, createHash, timingSafeEqual } from 'node:crypto';
 import { createReadStream, readdirSync, statSync } from 'node:fs';
