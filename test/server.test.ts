@@ -135,7 +135,7 @@ async function chatModelDir(): Promise<string> {
 describe('hipattn serve (stories260K, spawned)', () => {
   let s: Spawned;
   beforeAll(async () => {
-    s = await spawnServer(['--model', STORIES, '--attention', 'hip']);
+    s = await spawnServer(['--model', STORIES, '--attention', 'hip', '--strict-model-id', '--max-prompt-chars-per-token', '8']);
   });
   afterAll(() => stopServer(s));
 
@@ -235,6 +235,8 @@ describe('hipattn serve (stories260K, spawned)', () => {
       ['/v1/completions', { prompt: 'x', max_tokens: 1e9 }, 400, 'max_tokens', null],
       ['/v1/completions', { prompt: long, max_tokens: 1800 }, 400, 'max_tokens', 'context_length_exceeded'],
       ['/v1/completions', { prompt: huge }, 400, 'prompt', 'context_length_exceeded'],
+      // Over 2048 × 8 characters: refused before tokenizing.
+      ['/v1/completions', { prompt: 'x'.repeat(2048 * 8 + 1) }, 400, 'prompt', 'context_length_exceeded'],
       ['/v1/completions', { prompt: 'x', temperature: 'hot' }, 400, 'temperature', null],
       ['/v1/completions', { prompt: 'x', temperature: 5 }, 400, 'temperature', null],
       ['/v1/completions', { prompt: 'x', top_p: 0 }, 400, 'top_p', null],
@@ -266,10 +268,17 @@ describe('hipattn serve (stories260K, spawned)', () => {
       if (param !== null) expect(r.body.error.message, label).toContain(param.split('[')[0]);
     }
     expect((await post(s.url, '/v1/completions', { prompt: long, max_tokens: 1800 })).body.error.message).toMatch(/maximum context length is 2048 tokens/);
+    expect((await post(s.url, '/v1/completions', { prompt: huge })).body.error.message).toMatch(/'prompt' has \d+ tokens/);
+    expect((await post(s.url, '/v1/completions', { prompt: 'x'.repeat(2048 * 8 + 1) })).body.error.message).toMatch(/'prompt' has 16385 characters, more than the 16384 \(8 per token\)/);
     const nf = await fetch(`${s.url}/v1/models/nope`);
     expect(nf.status).toBe(404);
     expect(((await nf.json()) as Json).error.code).toBe('model_not_found');
     expect((await fetch(`${s.url}/v1/nothing-here`)).status).toBe(404);
+    // Each refused request has its line on stderr, with its status and error code.
+    const logged = s.stderr().split('\n').filter((l) => /^hipattn serve: \/v1\/(chat\/)?completions 4\d\d \| json \| refused \| /.test(l));
+    expect(logged.length).toBeGreaterThanOrEqual(cases.length);
+    expect(logged.some((l) => / 404 \| .*model_not_found: the model 'gpt-4' does not exist/.test(l))).toBe(true);
+    expect(logged.some((l) => / 400 \| .*invalid_json: /.test(l))).toBe(true);
     // Still serving, nothing stuck.
     expect(await health(s.url)).toMatchObject({ status: 'ok', active: 0, queued: 0 });
     expect((await post(s.url, '/v1/completions', { prompt: 'Once', max_tokens: 2 })).status).toBe(200);
@@ -328,9 +337,10 @@ describe('hipattn serve (testbed with a chat template, spawned)', () => {
     expect(usage).toEqual(full.usage);
     const completion = await client.completions.create({ model: 'testbed-chat', prompt: 'The pass key is', max_tokens: 4, temperature: 0 });
     expect(completion.choices[0]!.finish_reason).toBe('length');
-    const err = await client.completions.create({ model: 'nope', prompt: 'x' }).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(OpenAI.NotFoundError);
-    expect(err).toMatchObject({ status: 404, code: 'model_not_found', param: 'model' });
+    // Any model name is answered (no --strict-model-id), by the served model.
+    const other = await client.completions.create({ model: 'gpt-3.5-turbo-instruct', prompt: 'The pass key is', max_tokens: 4, temperature: 0 });
+    expect(other.model).toBe('testbed-chat');
+    expect(other.choices[0]!.text).toBe(completion.choices[0]!.text);
     const bad = await client.chat.completions.create({ model: 'testbed-chat', messages, max_tokens: -1 }).catch((e: unknown) => e);
     expect(bad).toBeInstanceOf(OpenAI.BadRequestError);
     expect(bad).toMatchObject({ status: 400, param: 'max_tokens' });
@@ -745,5 +755,7 @@ describe('hipattn serve shutdown (spawned)', () => {
   it('refuses bad flags with exit code 2', async () => {
     const s = spawnServer(['--model', STORIES, '--max-concurrency', '0']);
     await expect(s).rejects.toThrow(/exited with 2 before listening[\s\S]*--max-concurrency must be at least 1/);
+    const t = spawnServer(['--model', STORIES, '--headers-timeout', '5', '--request-timeout', '1']);
+    await expect(t).rejects.toThrow(/exited with 2 before listening[\s\S]*--headers-timeout must not be longer than --request-timeout/);
   });
 });

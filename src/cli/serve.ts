@@ -1,6 +1,6 @@
 /**
  * `hipattn serve`: an OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions,
- * /v1/models, /health) in front of one model; graceful shutdown on SIGTERM / SIGINT.
+ * /v1/models; /health, /ready, /metrics) in front of one model; graceful shutdown on SIGTERM / SIGINT.
  */
 import { existsSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
@@ -24,7 +24,7 @@ export function defaultModelId(source: string): string {
 function formatLog(r: RequestLog): string {
   const parts = [`${r.endpoint} ${r.status}`, r.stream ? 'stream' : 'json', r.outcome, `prompt ${r.promptTokens}`, `completion ${r.completionTokens}`];
   parts.push(`queue ${(r.queueMs / 1000).toFixed(2)} s`, `total ${(r.totalMs / 1000).toFixed(2)} s`);
-  if (r.error) parts.push(r.error);
+  if (r.error) parts.push(r.code ? `${r.code}: ${r.error}` : r.error);
   return `hipattn serve: ${parts.join(' | ')}`;
 }
 
@@ -46,7 +46,7 @@ function uiOptions(source: string, staticDir: string | undefined): { staticDir: 
 export function registerServe(program: Command): void {
   const cmd = program
     .command('serve')
-    .description('serve a model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, /v1/models, /health)')
+    .description('serve a model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, /v1/models; /health, /ready, /metrics)')
     .option('--host <address>', 'interface to listen on (0.0.0.0 for every interface)', '127.0.0.1')
     .option('--port <n>', 'TCP port (0: any free port)', intArg('--port'), 8080)
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" on /v1 requests and /model/ files (default: $HIPATTN_API_KEY, else none)')
@@ -54,6 +54,12 @@ export function registerServe(program: Command): void {
     .option('--max-concurrency <n>', 'generations running at once; each loads its own copy of the model (weights and KV cache)', intArg('--max-concurrency'), 1)
     .option('--max-queue <n>', 'requests waiting for a free model; more get 429', intArg('--max-queue'), 64)
     .option('--shutdown-grace <seconds>', 'on SIGTERM/SIGINT, let running generations finish this long before aborting them', floatArg('--shutdown-grace'), 30)
+    .option('--strict-model-id', "refuse requests whose 'model' is not the served id (404 model_not_found); by default any 'model' is answered")
+    .option('--headers-timeout <seconds>', "a client must send a request's headers within this time", floatArg('--headers-timeout'), 60)
+    .option('--request-timeout <seconds>', 'a client must send a whole request within this time (0: no limit; answers, streams included, are not limited)', floatArg('--request-timeout'), 300)
+    .option('--keep-alive-timeout <seconds>', 'close kept-alive connections idle this long between requests (behind a load balancer: longer than its idle timeout)', floatArg('--keep-alive-timeout'), 72)
+    .option('--max-prompt-chars-per-token <n>', 'refuse text and chat prompts longer than the context length × this many characters before tokenizing them', floatArg('--max-prompt-chars-per-token'), 16)
+    .option('--idle-timeout <seconds>', 'disconnect a client silent this long while the server waits on it (a stalled upload, a stream it stops reading; 0: never)', floatArg('--idle-timeout'), 60)
     .option('--static-dir <dir>', 'also serve this folder as static files at / (e.g. a browser app build)')
     .option('--ui', "also serve the browser app (web/dist, built by 'npm run build:web') at /, and a local model's files at /model/ for it")
     .option('--quiet', 'do not log requests to stderr');
@@ -67,6 +73,22 @@ export function registerServe(program: Command): void {
     const port = opts.port as number;
     if (port > 65535) throw new HipAttnError('INVALID_OPTION', `--port must be at most 65535, got ${port}`);
     const apiKey = (opts.apiKey as string | undefined) ?? (process.env.HIPATTN_API_KEY || undefined);
+    const timeouts: Record<string, number> = {};
+    for (const [flag, key, option] of [
+      ['--headers-timeout', 'headersTimeout', 'headersTimeoutMs'],
+      ['--request-timeout', 'requestTimeout', 'requestTimeoutMs'],
+      ['--keep-alive-timeout', 'keepAliveTimeout', 'keepAliveTimeoutMs'],
+      ['--idle-timeout', 'idleTimeout', 'idleTimeoutMs'],
+    ] as const) {
+      const seconds = opts[key] as number;
+      if (!(seconds >= 0)) throw new HipAttnError('INVALID_OPTION', `${flag} must be ≥ 0 seconds, got ${seconds}`);
+      timeouts[option] = Math.round(seconds * 1000);
+    }
+    if (!((opts.maxPromptCharsPerToken as number) >= 1)) throw new HipAttnError('INVALID_OPTION', '--max-prompt-chars-per-token must be at least 1');
+    if (timeouts.headersTimeoutMs! < 1) throw new HipAttnError('INVALID_OPTION', '--headers-timeout must be more than 0');
+    if (timeouts.requestTimeoutMs! > 0 && timeouts.headersTimeoutMs! > timeouts.requestTimeoutMs!) {
+      throw new HipAttnError('INVALID_OPTION', '--headers-timeout must not be longer than --request-timeout');
+    }
     if (opts.staticDir !== undefined && !existsSync(opts.staticDir as string)) {
       throw new HipAttnError('INVALID_OPTION', `--static-dir ${opts.staticDir as string} does not exist`);
     }
@@ -103,6 +125,9 @@ export function registerServe(program: Command): void {
       modelAliases: [source],
       maxQueue: opts.maxQueue as number,
       shutdownGraceMs: grace * 1000,
+      strictModelId: opts.strictModelId === true,
+      maxPromptCharsPerToken: opts.maxPromptCharsPerToken as number,
+      ...timeouts,
       ...(opts.staticDir !== undefined ? { staticDir: opts.staticDir as string } : {}),
       ...(ui ?? {}),
       ...(quiet ? {} : { onRequestDone: (r: RequestLog) => console.error(formatLog(r)) }),

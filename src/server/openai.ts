@@ -61,6 +61,19 @@ export interface GenerationRequest {
 
 type Body = Record<string, unknown>;
 
+/**
+ * Characters of a text or chat prompt before tokenization (every role, name and content of chat
+ * messages; the chat template only adds to them), or the number of token ids: a cheap size to
+ * bound before the prompt is tokenized.
+ */
+export function promptSize(input: GenerationRequest['input']): { chars: number } | { ids: number } {
+  if ('text' in input) return { chars: input.text.length };
+  if ('ids' in input) return { ids: input.ids.length };
+  let chars = 0;
+  for (const m of input.messages) chars += m.role.length + m.content.length + (typeof m.name === 'string' ? m.name.length : 0);
+  return { chars };
+}
+
 function typeName(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'array';
