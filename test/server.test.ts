@@ -210,7 +210,7 @@ describe('hipattn serve (stories260K, spawned)', () => {
     const chat = await post(s.url, '/v1/chat/completions', req);
     expect(chat.status).toBe(200);
     const text = '<|im_start|>user\nTell me a story<|im_end|>\n<|im_start|>assistant\n';
-    const completion = await post(s.url, '/v1/completions', { prompt: text, max_tokens: 8, temperature: 0 });
+    const completion = await post(s.url, '/v1/completions', { prompt: text, max_tokens: 8, temperature: 0, stop: ['<|im_end|>'] });
     expect(chat.body.usage.prompt_tokens).toBe(completion.body.usage.prompt_tokens);
     expect(chat.body.choices[0].message.content).toBe(completion.body.choices[0].text);
     expect(chat.body.usage.completion_tokens).toBeGreaterThan(0);
@@ -592,6 +592,29 @@ describe('createServer (in-process, stories260K)', () => {
       expect(await raw('GET', '/%68ealth')).toBe(200);
       // Only the requests sent with the right key ran the model.
       expect((await health(url)).requests.completed).toBe(spellings.filter(([m]) => m === 'POST').length);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("chat stops at the model's chat stop strings (<|im_end|> of the ChatML default); completions do not", async () => {
+    const seen: { stopStrings?: readonly string[] }[] = [];
+    expect(model.chatStopStrings).toEqual(['<|im_end|>']); // stories260K has no chat template
+    const spy: ServedModel = {
+      name: model.name,
+      contextLength: model.contextLength,
+      encode: (p) => model.encode(p),
+      chatStopStrings: model.chatStopStrings,
+      stream: (p, o) => {
+        seen.push({ stopStrings: o?.stopStrings });
+        return model.stream(p, o);
+      },
+    };
+    const { server, url } = await start({}, spy);
+    try {
+      expect((await post(url, '/v1/chat/completions', { messages: [{ role: 'user', content: 'Hi' }], max_tokens: 2, stop: ['zz'] })).status).toBe(200);
+      expect((await post(url, '/v1/completions', { prompt: 'Hi', max_tokens: 2, stop: ['zz'] })).status).toBe(200);
+      expect(seen.map((x) => x.stopStrings)).toEqual([['zz', '<|im_end|>'], ['zz']]);
     } finally {
       await server.close();
     }

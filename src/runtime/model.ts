@@ -106,6 +106,15 @@ export class HipModel {
    *     for await (const t of stream) process.stdout.write(t.text);
    *     console.log(stream.stats?.decodeTokensPerSecond);
    */
+  /**
+   * Stop strings that end an assistant turn of this model's chat template beyond its EOS tokens:
+   * `<|im_end|>` when the model has no template of its own and chat uses the ChatML default
+   * (a base model does not emit EOS there); empty otherwise. Chat prompts stop at them.
+   */
+  get chatStopStrings(): readonly string[] {
+    return usesDefaultChatTemplate(this.tokenizer) ? [DEFAULT_CHAT_STOP] : [];
+  }
+
   stream(prompt: Prompt, opts: StreamOptions = {}): GenerationStream {
     const result: { stats?: GenerationStats } = {};
     const gen = this.run(prompt, opts, result);
@@ -115,9 +124,8 @@ export class HipModel {
   private async *run(prompt: Prompt, opts: StreamOptions, result: { stats?: GenerationStats }): AsyncGenerator<GeneratedToken, GenerationStats, undefined> {
     const ids = this.encode(prompt);
     const o = this.options(opts, ids.length);
-    // A model without a chat template gets ChatML, whose turns end with <|im_end|>: stop there.
-    if (typeof prompt === 'object' && 'messages' in prompt && usesDefaultChatTemplate(this.tokenizer)) {
-      o.stopStrings = [...(o.stopStrings ?? []), DEFAULT_CHAT_STOP];
+    if (typeof prompt === 'object' && 'messages' in prompt && this.chatStopStrings.length > 0) {
+      o.stopStrings = [...(o.stopStrings ?? []), ...this.chatStopStrings];
     }
     const it = generateTokens(this.backend, this.tokenizer, ids, o);
     for (;;) {

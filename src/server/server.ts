@@ -28,7 +28,7 @@ import { ApiError, type EndpointKind, type GenerationRequest, invalid, type Open
 import { type Lease, QueueCancelledError, QueueFullError, Scheduler } from './scheduler.js';
 
 /** What the server needs of a model (a HipModel, or a test double wrapping one). */
-export type ServedModel = Pick<HipModel, 'name' | 'contextLength' | 'encode' | 'stream'> & Partial<Pick<HipModel, 'attention'>>;
+export type ServedModel = Pick<HipModel, 'name' | 'contextLength' | 'encode' | 'stream'> & Partial<Pick<HipModel, 'attention' | 'chatStopStrings'>>;
 
 export interface ServerOptions {
   /** Interface to listen on. Default 127.0.0.1 (loopback only); '0.0.0.0' or '::' to listen on the network. */
@@ -610,7 +610,8 @@ export function buildServer(models: ServedModel | readonly ServedModel[], option
           topK: req.topK,
           // Without a seed, sampling differs from request to request (as OpenAI's does).
           seed: req.seed ?? Math.floor(Math.random() * 2 ** 32),
-          stopStrings: req.stop,
+          // Chat with the ChatML default template also ends at <|im_end|> (as the library's chat does).
+          stopStrings: kind === 'chat' && (lease.slot.chatStopStrings?.length ?? 0) > 0 ? [...(req.stop ?? []), ...lease.slot.chatStopStrings!] : req.stop,
           ...(req.ignoreEos ? { stopTokenIds: [] } : {}),
           signal: abort.signal,
         },
