@@ -11,7 +11,7 @@
 import { HipAttnError } from '../errors.js';
 import { type ByteSource, type ModelDirectory, readJson } from './byte-source.js';
 import { bf16ToF32, f16ToF32, f32FromBytes, f32ToF16, u16View } from './dtypes.js';
-import { type StoredDType, type TensorInfo, type TensorStore, numel } from './tensor-store.js';
+import { type StoredDType, type TensorInfo, type TensorStore, numel, requireFinite, requireFiniteF16 } from './tensor-store.js';
 
 /** Bytes per element of every dtype safetensors defines. */
 const SAFETENSORS_DTYPE_SIZE: Readonly<Record<string, number>> = {
@@ -116,14 +116,26 @@ export class SafetensorsFile implements TensorStore {
       }
       tensors.set(name, { name, dtype: dtype as StoredDType, shape: shape as number[], file, byteOffset: dataStart + begin, byteLength: end - begin });
     }
-    // No two tensors may share bytes.
-    const sorted = [...tensors.values()].filter((t) => t.byteLength > 0).sort((a, b) => a.byteOffset - b.byteOffset);
-    for (let i = 1; i < sorted.length; i++) {
-      const prev = sorted[i - 1]!;
-      const cur = sorted[i]!;
-      if (cur.byteOffset < prev.byteOffset + prev.byteLength) {
-        throw formatError(file, `tensors "${prev.name}" and "${cur.name}" overlap in the data section`);
+    // As the reference implementation requires: the tensors tile the data section exactly, in
+    // offset order, with no shared bytes, no gaps and nothing after the last one. A header length
+    // that stops inside the header's space padding still parses as JSON but shifts every tensor;
+    // it shows up here as bytes left over at the end.
+    const sorted = [...tensors.values()].sort((a, b) => a.byteOffset - b.byteOffset || a.byteLength - b.byteLength);
+    let end = dataStart;
+    let prev: TensorInfo | undefined;
+    for (const cur of sorted) {
+      if (cur.byteOffset < end) throw formatError(file, `tensors "${prev!.name}" and "${cur.name}" overlap in the data section`);
+      if (cur.byteOffset > end) {
+        throw formatError(file, `${cur.byteOffset - end} unused bytes before tensor "${cur.name}" in the data section (the reference format allows no gaps)`);
       }
+      end = cur.byteOffset + cur.byteLength;
+      prev = cur;
+    }
+    if (end !== source.size) {
+      throw formatError(
+        file,
+        `the data section holds ${dataSize} bytes but the tensors cover ${end - dataStart}: ${source.size - end} bytes after the last tensor (a header length of ${headerLen} that stops inside the header's padding would shift every tensor)`,
+      );
     }
     return new SafetensorsFile(source, tensors, metadata);
   }
@@ -147,16 +159,21 @@ export class SafetensorsFile implements TensorStore {
     return this.source.read(t.byteOffset, t.byteLength);
   }
 
+  /** Float32 values; NON_FINITE error when a weight is NaN or ±Infinity. */
   async readF32(name: string): Promise<Float32Array> {
     const t = this.need(name);
-    return decodeToF32(t, await this.readRaw(name));
+    const data = decodeToF32(t, await this.readRaw(name));
+    requireFinite(data, this.name, name);
+    return data;
   }
 
+  /** Float16 bits; NON_FINITE error when a weight is NaN or ±Infinity, or beyond the float16 range. */
   async readF16Bits(name: string): Promise<Uint16Array> {
     const t = this.need(name);
     const raw = await this.readRaw(name);
-    if (t.dtype === 'F16') return u16View(raw).slice();
-    return f32ToF16(decodeToF32(t, raw));
+    const bits = t.dtype === 'F16' ? u16View(raw).slice() : f32ToF16(decodeToF32(t, raw));
+    requireFiniteF16(bits, this.name, name);
+    return bits;
   }
 
   async close(): Promise<void> {

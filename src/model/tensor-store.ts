@@ -3,7 +3,7 @@
  * (safetensors, sharded safetensors, GGUF). Shapes follow the PyTorch / Hugging Face
  * convention: row-major, last dimension fastest, so a linear weight is [out, in].
  */
-import { HipAttnError } from '../errors.js';
+import { HipAttnError, NonFiniteError } from '../errors.js';
 import { f32ToF16 } from './dtypes.js';
 
 /** Storage types a tensor can have on disk. */
@@ -55,4 +55,28 @@ export function requireInfo(store: TensorStore, name: string): TensorInfo {
 /** readF16Bits in terms of readF32 (for stores whose data is not stored as F16). */
 export async function f16BitsViaF32(store: TensorStore, name: string): Promise<Uint16Array> {
   return f32ToF16(await store.readF32(name));
+}
+
+/**
+ * Throws NON_FINITE naming the file and tensor when `data` holds NaN or ±Infinity. Weights like
+ * that load but make every logit NaN (the model then "answers" with token 0 or EOS at once), so
+ * each tensor is checked as it is read: one pass over values the reader has just produced.
+ */
+export function requireFinite(data: Float32Array, file: string, tensor: string): void {
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i]!;
+    if (v - v !== 0) throw nonFinite(file, tensor, i, String(v));
+  }
+}
+
+/** requireFinite for float16 bits (exponent all ones = ±Infinity or NaN; rounding f32 weights beyond ±65504 gives it too). */
+export function requireFiniteF16(bits: Uint16Array, file: string, tensor: string): void {
+  for (let i = 0; i < bits.length; i++) {
+    const b = bits[i]!;
+    if ((b & 0x7c00) === 0x7c00) throw nonFinite(file, tensor, i, (b & 0x3ff) !== 0 ? 'NaN' : `${b & 0x8000 ? '-' : ''}Infinity in float16`);
+  }
+}
+
+function nonFinite(file: string, tensor: string, index: number, value: string): NonFiniteError {
+  return new NonFiniteError(`${file}: tensor "${tensor}" holds a non-finite weight (element ${index} is ${value}); the file is corrupt or was saved from a diverged model`);
 }
