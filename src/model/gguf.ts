@@ -22,8 +22,8 @@ import { HipAttnError } from '../errors.js';
 import type { ByteSource } from './byte-source.js';
 import type { LlamaConfig, RopeScaling } from './config.js';
 import { MAX_CONFIG_INT, showValue, validateLlamaConfig } from './config.js';
-import { bf16ToF32, f16ToF32, f32FromBytes, f32ToF16, u16View } from './dtypes.js';
-import { type StoredDType, type TensorInfo, type TensorStore, numel, requireFinite, requireFiniteF16 } from './tensor-store.js';
+import { type FiniteCheck, bf16ToF32, f16ToF32, f32FromBytes, firstNonFiniteF32, u16View } from './dtypes.js';
+import { type StoredDType, type TensorInfo, type TensorStore, checkedF16Bits, nonFiniteWeight, numel, toF16Checked } from './tensor-store.js';
 import { EMBED_NAME, FINAL_NORM_NAME, LM_HEAD_NAME } from './weights.js';
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" little-endian
@@ -267,33 +267,45 @@ export async function readGguf(source: ByteSource): Promise<GgufFile> {
   }
 }
 
-/** Q8_0 blocks (f16 scale + 32 int8) → float32. */
-export function dequantizeQ8_0(bytes: Uint8Array, count: number): Float32Array {
+/** Q8_0 blocks (f16 scale + 32 int8) → float32. `check`: a block's values are finite exactly when its scale is. */
+export function dequantizeQ8_0(bytes: Uint8Array, count: number, check?: FiniteCheck): Float32Array {
   const out = new Float32Array(count);
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const scaleBits = new Uint16Array(1);
   const blocks = count / 32;
+  if (check) check.firstNonFinite = -1;
   for (let b = 0; b < blocks; b++) {
     const at = b * 34;
     scaleBits[0] = dv.getUint16(at, true);
     const d = f16ToF32(scaleBits)[0]!;
+    if (check && check.firstNonFinite < 0 && !Number.isFinite(d)) check.firstNonFinite = b * 32;
     for (let i = 0; i < 32; i++) out[b * 32 + i] = d * dv.getInt8(at + 2 + i);
   }
   return out;
 }
 
-/** Reads one tensor as float32 in GGUF element order (ne[0] fastest). */
+/**
+ * Reads one tensor as float32 in GGUF element order (ne[0] fastest). NON_FINITE naming the
+ * tensor when a value is NaN or ±Infinity (checked during the conversion).
+ */
 export async function readGgufTensorF32(g: GgufFile, t: GgufTensorInfo): Promise<Float32Array> {
   if (!READABLE.has(t.type)) {
     throw new HipAttnError('UNSUPPORTED', `${g.source.name}: tensor "${t.name}" is ${t.type}; supported GGUF tensor types are F32, F16, BF16 and Q8_0`);
   }
   const bytes = await g.source.read(t.byteOffset, t.byteLength);
+  const check: FiniteCheck = { firstNonFinite: -1 };
+  let out: Float32Array;
   switch (t.type) {
-    case 'F32': return f32FromBytes(bytes);
-    case 'F16': return f16ToF32(u16View(bytes));
-    case 'BF16': return bf16ToF32(u16View(bytes));
-    default: return dequantizeQ8_0(bytes, numel(t.ne));
+    case 'F32':
+      out = f32FromBytes(bytes);
+      check.firstNonFinite = firstNonFiniteF32(out);
+      break;
+    case 'F16': out = f16ToF32(u16View(bytes), check); break;
+    case 'BF16': out = bf16ToF32(u16View(bytes), check); break;
+    default: out = dequantizeQ8_0(bytes, numel(t.ne), check);
   }
+  if (check.firstNonFinite >= 0) throw nonFiniteWeight(g.source.name, t.name, check.firstNonFinite, out[check.firstNonFinite]!);
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -407,16 +419,15 @@ export class GgufTensorStore implements TensorStore {
   /** Float32 values; NON_FINITE error when a weight is NaN or ±Infinity. */
   async readF32(name: string): Promise<Float32Array> {
     const t = this.need(name);
-    const data = await readGgufTensorF32(this.gguf, t);
-    requireFinite(data, this.name, t.name);
-    return this.fixOrder(name, t, data);
+    return this.fixOrder(name, t, await readGgufTensorF32(this.gguf, t));
   }
 
   /** Float16 bits; NON_FINITE error when a weight is NaN or ±Infinity, or beyond the float16 range. */
   async readF16Bits(name: string): Promise<Uint16Array> {
     const t = this.need(name);
-    const bits = t.type === 'F16' ? u16View(await this.gguf.source.read(t.byteOffset, t.byteLength)).slice() : f32ToF16(await readGgufTensorF32(this.gguf, t));
-    requireFiniteF16(bits, this.name, t.name);
+    const bits = t.type === 'F16'
+      ? checkedF16Bits(u16View(await this.gguf.source.read(t.byteOffset, t.byteLength)).slice(), this.name, t.name)
+      : toF16Checked(await readGgufTensorF32(this.gguf, t), this.name, t.name);
     return this.fixOrder(name, t, bits);
   }
 
@@ -528,9 +539,7 @@ export async function ggufLlamaConfig(g: GgufFile): Promise<{ config: LlamaConfi
     if (scaling.type !== 'default') throw new HipAttnError('UNSUPPORTED', `${file}: both rope_freqs and ${scaling.type} RoPE scaling are set`);
     const count = numel(freqs.ne);
     if (count !== headDim / 2) throw new HipAttnError('MODEL_FORMAT', `${file}: tensor "rope_freqs.weight" has ${count} entries, head dimension ${headDim} needs ${headDim / 2}`);
-    const factors = await readGgufTensorF32(g, freqs);
-    requireFinite(factors, file, 'rope_freqs.weight');
-    scaling = { type: 'freq_factors', factors: Array.from(factors) };
+    scaling = { type: 'freq_factors', factors: Array.from(await readGgufTensorF32(g, freqs)) };
   }
 
   const tokens = g.metadata.get('tokenizer.ggml.tokens');

@@ -13,6 +13,7 @@ import { HipAttnError } from '../errors.js';
 import { freshSeed } from '../util/rng.js';
 import { bufferSource, mapDirectory } from './byte-source.js';
 import { parseLlamaConfig } from './config.js';
+import { type FiniteCheck, bf16ToF32, f16BitsToNumber, f16ToF32, f32ToF16, firstNonFiniteF16, firstNonFiniteF32 } from './dtypes.js';
 import { readGguf } from './gguf.js';
 import { openGgufFile, openHfModel } from './load.js';
 import { catastrophicBacktrackingReason } from './regex-safety.js';
@@ -174,6 +175,34 @@ describe('tokenizer.json', () => {
 });
 
 describe('weights that load but give garbage', () => {
+  it('the checks inside the conversions find the first non-finite value (vs the IEEE formula and a DataView)', () => {
+    const bf16Ref = (b: number) => {
+      const dv = new DataView(new ArrayBuffer(4));
+      dv.setUint32(0, b << 16, true);
+      return dv.getFloat32(0, true);
+    };
+    for (let round = 0; round < 20; round++) {
+      // Random finite halves with a few arbitrary bit patterns (some NaN / Inf) at random places.
+      const bits = new Uint16Array(1000 + rng.int(2000)).map(() => rng.int(0x7c00) | (rng.int(2) << 15));
+      for (let k = rng.int(3); k > 0; k--) bits[rng.int(bits.length)] = rng.int(65536);
+      const f16First = Array.from(bits).findIndex((b) => !Number.isFinite(f16BitsToNumber(b)));
+      const bf16First = Array.from(bits).findIndex((b) => !Number.isFinite(bf16Ref(b)));
+      const c: FiniteCheck = { firstNonFinite: -2 };
+      const f = f16ToF32(bits, c);
+      expect(c.firstNonFinite).toBe(f16First);
+      expect(firstNonFiniteF16(bits)).toBe(f16First);
+      expect(firstNonFiniteF32(f)).toBe(f16First);
+      bf16ToF32(bits, c);
+      expect(c.firstNonFinite).toBe(bf16First);
+    }
+    // float32 → float16: 65519 still rounds to 65504, 65520 to Infinity.
+    const c: FiniteCheck = { firstNonFinite: -2 };
+    f32ToF16(new Float32Array([1, -65519, 3]), c);
+    expect(c.firstNonFinite).toBe(-1);
+    f32ToF16(new Float32Array([1, -65519, 65520]), c);
+    expect(c.firstNonFinite).toBe(2);
+  });
+
   it('a NaN or Inf weight (safetensors bf16) is refused naming the tensor, as float32 and as float16', async () => {
     const st = miniFiles.get('model.safetensors')!;
     const header = JSON.parse(new TextDecoder().decode(st.subarray(8, 8 + Number(new DataView(st.buffer, st.byteOffset).getBigUint64(0, true))))) as Record<string, { data_offsets: [number, number] }>;
@@ -194,7 +223,7 @@ describe('weights that load but give garbage', () => {
     const f = writeSafetensors([{ name: 'w', dtype: 'F32', shape: [2], data: new Uint8Array(new Float32Array([1, 70000]).buffer) }]);
     const s = await SafetensorsFile.open(bufferSource('big.safetensors', f));
     expect(Array.from(await s.readF32('w'))).toEqual([1, 70000]);
-    await refused(() => s.readF16Bits('w'), 'NON_FINITE', 'big.safetensors', 'Infinity in float16');
+    await refused(() => s.readF16Bits('w'), 'NON_FINITE', 'big.safetensors', '70000 (beyond the float16 range)');
   });
 
   it('a NaN weight in a GGUF F32 tensor is refused naming the tensor', async () => {

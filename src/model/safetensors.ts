@@ -10,8 +10,8 @@
  */
 import { HipAttnError } from '../errors.js';
 import { type ByteSource, type ModelDirectory, readJson } from './byte-source.js';
-import { bf16ToF32, f16ToF32, f32FromBytes, f32ToF16, u16View } from './dtypes.js';
-import { type StoredDType, type TensorInfo, type TensorStore, numel, requireFinite, requireFiniteF16 } from './tensor-store.js';
+import { type FiniteCheck, bf16ToF32, f16ToF32, f32FromBytes, firstNonFiniteF32, u16View } from './dtypes.js';
+import { type StoredDType, type TensorInfo, type TensorStore, checkedF16Bits, nonFiniteWeight, numel, toF16Checked } from './tensor-store.js';
 
 /** Bytes per element of every dtype safetensors defines. */
 const SAFETENSORS_DTYPE_SIZE: Readonly<Record<string, number>> = {
@@ -36,21 +36,32 @@ function isNonNegInt(x: unknown): x is number {
   return typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
 }
 
-/** Converts stored float bytes to float32; UNSUPPORTED for non-float dtypes. */
+/**
+ * Converts stored float bytes to float32; UNSUPPORTED for non-float dtypes, NON_FINITE naming
+ * the tensor when a value is NaN or ±Infinity (checked during the conversion, see dtypes.ts).
+ */
 export function decodeToF32(info: TensorInfo, bytes: Uint8Array): Float32Array {
+  const check: FiniteCheck = { firstNonFinite: -1 };
+  let out: Float32Array;
   switch (info.dtype) {
     case 'F32':
-      return f32FromBytes(bytes);
+      out = f32FromBytes(bytes);
+      check.firstNonFinite = firstNonFiniteF32(out);
+      break;
     case 'F16':
-      return f16ToF32(u16View(bytes));
+      out = f16ToF32(u16View(bytes), check);
+      break;
     case 'BF16':
-      return bf16ToF32(u16View(bytes));
+      out = bf16ToF32(u16View(bytes), check);
+      break;
     default:
       throw new HipAttnError(
         'UNSUPPORTED',
         `${info.file}: tensor "${info.name}" has dtype ${info.dtype}; only F32, F16 and BF16 weights are supported`,
       );
   }
+  if (check.firstNonFinite >= 0) throw nonFiniteWeight(info.file, info.name, check.firstNonFinite, out[check.firstNonFinite]!);
+  return out;
 }
 
 /** One validated .safetensors file. */
@@ -162,18 +173,15 @@ export class SafetensorsFile implements TensorStore {
   /** Float32 values; NON_FINITE error when a weight is NaN or ±Infinity. */
   async readF32(name: string): Promise<Float32Array> {
     const t = this.need(name);
-    const data = decodeToF32(t, await this.readRaw(name));
-    requireFinite(data, this.name, name);
-    return data;
+    return decodeToF32(t, await this.readRaw(name));
   }
 
   /** Float16 bits; NON_FINITE error when a weight is NaN or ±Infinity, or beyond the float16 range. */
   async readF16Bits(name: string): Promise<Uint16Array> {
     const t = this.need(name);
     const raw = await this.readRaw(name);
-    const bits = t.dtype === 'F16' ? u16View(raw).slice() : f32ToF16(decodeToF32(t, raw));
-    requireFiniteF16(bits, this.name, name);
-    return bits;
+    if (t.dtype === 'F16') return checkedF16Bits(u16View(raw).slice(), this.name, name);
+    return toF16Checked(decodeToF32(t, raw), this.name, name);
   }
 
   async close(): Promise<void> {

@@ -4,7 +4,7 @@
  * convention: row-major, last dimension fastest, so a linear weight is [out, in].
  */
 import { HipAttnError, NonFiniteError } from '../errors.js';
-import { f32ToF16 } from './dtypes.js';
+import { type FiniteCheck, f16BitsToNumber, f32ToF16, firstNonFiniteF16 } from './dtypes.js';
 
 /** Storage types a tensor can have on disk. */
 export type StoredDType =
@@ -58,34 +58,25 @@ export async function f16BitsViaF32(store: TensorStore, name: string): Promise<U
 }
 
 /**
- * Throws NON_FINITE naming the file and tensor when `data` holds NaN or ±Infinity. Weights like
- * that load but make every logit NaN (the model then "answers" with token 0 or EOS at once), so
- * each tensor is checked as it is read: one pass over values the reader has just produced.
+ * NON_FINITE error for a weight that is NaN or ±Infinity. Weights like that load but make every
+ * logit NaN (the model then "answers" with token 0 or EOS at once), so the readers check each
+ * tensor as they convert it (dtypes.ts FiniteCheck) and refuse it naming the file and tensor.
  */
-export function requireFinite(data: Float32Array, file: string, tensor: string): void {
-  // x · 0 is ±0 for finite x and NaN for NaN and ±Infinity, so one branch-free sum tells (about
-  // 3× faster than testing every value); the slow search runs only on a bad tensor.
-  let acc = 0;
-  for (let i = 0; i < data.length; i++) acc += data[i]! * 0;
-  if (acc === 0) return;
-  for (let i = 0; i < data.length; i++) {
-    const v = data[i]!;
-    if (v - v !== 0) throw nonFinite(file, tensor, i, String(v));
-  }
+export function nonFiniteWeight(file: string, tensor: string, index: number, value: number | string): NonFiniteError {
+  return new NonFiniteError(`${file}: tensor "${tensor}" holds a non-finite weight (element ${index} is ${String(value)}); the file is corrupt or was saved from a diverged model`);
 }
 
-/** requireFinite for float16 bits (exponent all ones = ±Infinity or NaN; rounding f32 weights beyond ±65504 gives it too). */
-export function requireFiniteF16(bits: Uint16Array, file: string, tensor: string): void {
-  // (exponent + 1) carries into bit 15 only when the exponent is all ones: branch-free first pass.
-  let bad = 0;
-  for (let i = 0; i < bits.length; i++) bad |= ((bits[i]! & 0x7c00) + 0x400) & 0x8000;
-  if (bad === 0) return;
-  for (let i = 0; i < bits.length; i++) {
-    const b = bits[i]!;
-    if ((b & 0x7c00) === 0x7c00) throw nonFinite(file, tensor, i, (b & 0x3ff) !== 0 ? 'NaN' : `${b & 0x8000 ? '-' : ''}Infinity in float16`);
-  }
+/** Float16 bits of a tensor's float32 values; NON_FINITE when a value is beyond the float16 range (it would become ±Infinity). */
+export function toF16Checked(values: Float32Array, file: string, tensor: string): Uint16Array {
+  const check: FiniteCheck = { firstNonFinite: -1 };
+  const bits = f32ToF16(values, check);
+  if (check.firstNonFinite >= 0) throw nonFiniteWeight(file, tensor, check.firstNonFinite, `${values[check.firstNonFinite]} (beyond the float16 range)`);
+  return bits;
 }
 
-function nonFinite(file: string, tensor: string, index: number, value: string): NonFiniteError {
-  return new NonFiniteError(`${file}: tensor "${tensor}" holds a non-finite weight (element ${index} is ${value}); the file is corrupt or was saved from a diverged model`);
+/** Float16 bits as stored; NON_FINITE when one is NaN or ±Infinity. */
+export function checkedF16Bits(bits: Uint16Array, file: string, tensor: string): Uint16Array {
+  const bad = firstNonFiniteF16(bits);
+  if (bad >= 0) throw nonFiniteWeight(file, tensor, bad, f16BitsToNumber(bits[bad]!));
+  return bits;
 }
