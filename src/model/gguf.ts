@@ -95,6 +95,13 @@ export interface GgufFile {
 
 class NeedMoreBytes extends Error {}
 
+/**
+ * Largest GGUF header (metadata and tensor directory) read. The biggest real ones, vocabularies
+ * of 256k tokens with their merges, take tens of MB; without a cap, a corrupt array or string
+ * length in a multi-GB file would make the reader pull gigabytes into memory before finding out.
+ */
+export const MAX_GGUF_HEADER_BYTES = 256 * 2 ** 20;
+
 /** Synchronous little-endian reader over a prefix of the file; throws NeedMoreBytes at its end. */
 class Cursor {
   pos = 0;
@@ -111,6 +118,9 @@ class Cursor {
   private need(n: number, what: string): void {
     if (this.pos + n > this.fileSize) {
       throw new HipAttnError('MODEL_FORMAT', `${this.file}: ${what} at byte ${this.pos} needs ${n} bytes but the file ends at ${this.fileSize} (truncated or corrupt GGUF)`);
+    }
+    if (this.pos + n > MAX_GGUF_HEADER_BYTES) {
+      throw new HipAttnError('MODEL_FORMAT', `${this.file}: ${what} at byte ${this.pos} needs ${n} bytes, beyond the ${MAX_GGUF_HEADER_BYTES}-byte limit of a GGUF header (corrupt length?)`);
     }
     if (this.pos + n > this.bytes.byteLength) throw new NeedMoreBytes();
   }
@@ -158,8 +168,9 @@ class Cursor {
         const count = this.u64(`${what} length`);
         const minSize = elemType === GgufValueType.STRING ? 8 : elemType === GgufValueType.ARRAY ? 12 : valueSize(elemType);
         if (minSize === 0) throw new HipAttnError('MODEL_FORMAT', `${this.file}: ${what}: unknown array element type ${elemType}`);
-        if (count * minSize > this.fileSize - this.pos) {
-          throw new HipAttnError('MODEL_FORMAT', `${this.file}: ${what}: array of ${count} elements cannot fit in the ${this.fileSize - this.pos} bytes left (corrupt GGUF)`);
+        const left = Math.min(this.fileSize, MAX_GGUF_HEADER_BYTES) - this.pos;
+        if (count * minSize > left) {
+          throw new HipAttnError('MODEL_FORMAT', `${this.file}: ${what}: array of ${count} elements cannot fit in the ${left} bytes left for the header (corrupt GGUF)`);
         }
         const out: GgufValue[] = new Array(count);
         for (let i = 0; i < count; i++) out[i] = this.value(elemType, what, depth + 1);
@@ -198,7 +209,8 @@ function parseHeader(bytes: Uint8Array, source: ByteSource): Omit<GgufFile, 'sou
   const tensorCount = c.u64('tensor count');
   const kvCount = c.u64('metadata count');
   // Each key/value takes ≥ 13 bytes and each tensor info ≥ 28: bound the counts by the file size.
-  if (kvCount * 13 + tensorCount * 28 > source.size) throw new HipAttnError('MODEL_FORMAT', `${file}: ${kvCount} metadata entries and ${tensorCount} tensors cannot fit in ${source.size} bytes (corrupt GGUF)`);
+  const room = Math.min(source.size, MAX_GGUF_HEADER_BYTES);
+  if (kvCount * 13 + tensorCount * 28 > room) throw new HipAttnError('MODEL_FORMAT', `${file}: ${kvCount} metadata entries and ${tensorCount} tensors cannot fit in ${room} bytes of header (corrupt GGUF)`);
   const metadata = new Map<string, GgufValue>();
   for (let i = 0; i < kvCount; i++) {
     const key = c.string(`metadata key ${i}`);
@@ -262,7 +274,7 @@ export async function readGguf(source: ByteSource): Promise<GgufFile> {
     } catch (e) {
       if (!(e instanceof NeedMoreBytes)) throw e;
       if (chunk >= source.size) throw new HipAttnError('MODEL_FORMAT', `${source.name}: GGUF header runs past the end of the file`);
-      chunk = Math.min(source.size, chunk * 4);
+      chunk = Math.min(source.size, MAX_GGUF_HEADER_BYTES, chunk * 4);
     }
   }
 }

@@ -15,6 +15,7 @@ import { bufferSource, mapDirectory } from './byte-source.js';
 import { parseLlamaConfig } from './config.js';
 import { type FiniteCheck, bf16ToF32, f16BitsToNumber, f16ToF32, f32ToF16, firstNonFiniteF16, firstNonFiniteF32 } from './dtypes.js';
 import { readGguf } from './gguf.js';
+import { writeGguf } from './gguf-write.js';
 import { openGgufFile, openHfModel } from './load.js';
 import { catastrophicBacktrackingReason } from './regex-safety.js';
 import { SafetensorsFile, writeSafetensors } from './safetensors.js';
@@ -99,6 +100,29 @@ describe('absurd and inconsistent counts', () => {
     await refused(() => openGgufFile(bufferSource('huge.gguf', storiesWithU32('llama.block_count', 0xffffffff))), 'MODEL_FORMAT', 'huge.gguf', 'llama.block_count');
     const more = 6 + rng.int(100);
     await refused(() => openGgufFile(bufferSource('more.gguf', storiesWithU32('llama.block_count', more))), 'MODEL_FORMAT', `"llama.block_count" is ${more}`, 'tensors of 5 blocks');
+  });
+
+  it('a corrupt array length in a multi-GB GGUF is refused without reading gigabytes of header', async () => {
+    // A 20 GB "file": a small GGUF whose last metadata entry is a list of strings, then zeros
+    // (which read as empty strings). A length of 2^31 fits the file size (8 bytes per string)
+    // but not the 256 MiB header cap; the reader used to grow its header buffer towards 16 GB.
+    const small = writeGguf({ 'general.architecture': { type: 'string', value: 'llama' }, 'x.names': { type: 'array', of: 'string', value: ['a'] } }, []);
+    const at = indexOf(small, 'x.names') + 'x.names'.length + 4 + 4; // value type ARRAY, element type STRING
+    new DataView(small.buffer).setBigUint64(at, 2n ** 31n + BigInt(rng.int(1000)), true);
+    let bytesRead = 0;
+    const huge = {
+      name: 'huge.gguf',
+      size: 20 * 2 ** 30,
+      async read(offset: number, length: number): Promise<Uint8Array> {
+        bytesRead += length;
+        const out = new Uint8Array(length);
+        if (offset < small.length) out.set(small.subarray(offset, Math.min(small.length, offset + length)));
+        return out;
+      },
+      async close(): Promise<void> {},
+    };
+    await refused(() => openGgufFile(huge), 'MODEL_FORMAT', 'huge.gguf', '"x.names"', 'left for the header');
+    expect(bytesRead).toBeLessThanOrEqual(2 ** 20);
   });
 
   it('fewer layers in the config than in the file are refused (config.json and GGUF)', async () => {
