@@ -132,6 +132,21 @@ describe('absurd and inconsistent counts', () => {
   });
 });
 
+describe('oversized JSON files', () => {
+  it('a multi-GB config.json is refused from its size, without being read', async () => {
+    let bytesRead = 0;
+    const dir = {
+      name: 'big',
+      async open(file: string) {
+        if (file !== 'config.json') return undefined;
+        return { name: 'big/config.json', size: 2 ** 32 + rng.int(1000), read: async (_o: number, n: number) => ((bytesRead += n), new Uint8Array(n)), close: async () => {} };
+      },
+    };
+    await refused(() => openHfModel(dir), 'MODEL_FORMAT', 'big/config.json', 'too large for a JSON model file');
+    expect(bytesRead).toBe(0);
+  });
+});
+
 describe('zero and non-integer fields are named with their value', () => {
   const base = miniJson('config.json');
   it('config.json: 0, 2.5, 1e999 (Infinity), a string', () => {
