@@ -83,8 +83,18 @@ export async function readText(source: ByteSource): Promise<string> {
   return new TextDecoder('utf-8', { fatal: false }).decode(bytes);
 }
 
-/** Reads and parses a JSON file; MODEL_FORMAT error naming the file when it is not JSON. */
+/**
+ * Largest JSON file read (config, generation config, tokenizer, shard index). The biggest real
+ * ones, tokenizer.json files of 256k-token vocabularies, are tens of MB; a file far larger is not
+ * one of these, and reading it whole would take its size in memory before the parser fails.
+ */
+export const MAX_JSON_BYTES = 256 * 2 ** 20;
+
+/** Reads and parses a JSON file; MODEL_FORMAT error naming the file when it is not JSON or larger than MAX_JSON_BYTES. */
 export async function readJson(source: ByteSource): Promise<unknown> {
+  if (source.size > MAX_JSON_BYTES) {
+    throw new HipAttnError('MODEL_FORMAT', `${source.name}: ${source.size} bytes is too large for a JSON model file (at most ${MAX_JSON_BYTES})`);
+  }
   const text = await readText(source);
   try {
     return JSON.parse(text) as unknown;

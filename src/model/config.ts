@@ -56,31 +56,53 @@ function bad(where: string, msg: string): HipAttnError {
   return new HipAttnError('MODEL_FORMAT', `${where}: ${msg}`);
 }
 
+/**
+ * A value as it appears in an error message. JSON.stringify alone would print Infinity and NaN
+ * (1e999 in a JSON file parses to Infinity) as "null", and undefined as nothing.
+ */
+export function showValue(v: unknown): string {
+  if (v === undefined) return 'nothing (missing)';
+  if (typeof v === 'number' || typeof v === 'bigint') return String(v);
+  const s = JSON.stringify(v);
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}
+
+/**
+ * Largest integer count accepted for any size field (layers, heads, dimensions, vocabulary,
+ * context). Counts are checked against the weights present later; this bound only keeps
+ * products of two counts exact in float64, so that no check is fooled by rounding.
+ */
+export const MAX_CONFIG_INT = 2 ** 26;
+
 function posInt(where: string, obj: Record<string, unknown>, key: string, fallback?: number): number {
   const v = obj[key] ?? fallback;
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) throw bad(where, `"${key}" must be a positive integer, got ${JSON.stringify(obj[key])}`);
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) throw bad(where, `"${key}" must be a positive integer, got ${showValue(obj[key])}`);
+  if (v > MAX_CONFIG_INT) throw bad(where, `"${key}" is ${v}, implausibly large (at most ${MAX_CONFIG_INT})`);
   return v;
 }
 function posNum(where: string, obj: Record<string, unknown>, key: string, fallback?: number): number {
   const v = obj[key] ?? fallback;
-  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw bad(where, `"${key}" must be a positive number, got ${JSON.stringify(obj[key])}`);
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw bad(where, `"${key}" must be a positive number, got ${showValue(obj[key])}`);
   return v;
 }
 function optBool(where: string, obj: Record<string, unknown>, key: string, fallback: boolean): boolean {
   const v = obj[key];
   if (v === undefined || v === null) return fallback;
-  if (typeof v !== 'boolean') throw bad(where, `"${key}" must be true or false, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'boolean') throw bad(where, `"${key}" must be true or false, got ${showValue(v)}`);
   return v;
 }
-function optTokenId(where: string, v: unknown, key: string): number | undefined {
+/** A token id below `vocabSize`, or undefined when absent (null counts as absent, as in transformers). */
+export function optTokenId(where: string, v: unknown, key: string, vocabSize: number): number | undefined {
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw bad(where, `"${key}" must be a token id, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw bad(where, `"${key}" must be a token id (an integer ≥ 0), got ${showValue(v)}`);
+  if (v >= vocabSize) throw bad(where, `"${key}" ${v} is outside the vocabulary of ${vocabSize} tokens`);
   return v;
 }
-function tokenIdList(where: string, v: unknown, key: string): number[] {
+/** One token id or a list of them (eos_token_id takes both forms). */
+export function tokenIdList(where: string, v: unknown, key: string, vocabSize: number): number[] {
   if (v === undefined || v === null) return [];
   const list = Array.isArray(v) ? v : [v];
-  return list.map((x) => optTokenId(where, x, key)!);
+  return list.map((x) => optTokenId(where, x, key, vocabSize)!);
 }
 
 /** Parses RoPE settings from either spelling: `rope_parameters` (transformers 5) or `rope_theta` + `rope_scaling`. */
@@ -104,7 +126,7 @@ export function parseRope(where: string, cfg: Record<string, unknown>): RopeConf
   }
   const partial = scaling?.partial_rotary_factor ?? cfg.partial_rotary_factor;
   if (partial !== undefined && partial !== null && partial !== 1) {
-    throw unsupported(where, `partial_rotary_factor ${JSON.stringify(partial)} (RoPE on part of each head) is not supported`);
+    throw unsupported(where, `partial_rotary_factor ${showValue(partial)} (RoPE on part of each head) is not supported`);
   }
   if (!scaling) return { theta, scaling: { type: 'default' } };
   const type = scaling.rope_type ?? scaling.type ?? 'default';
@@ -132,7 +154,7 @@ export function parseRope(where: string, cfg: Record<string, unknown>): RopeConf
     default:
       throw unsupported(
         where,
-        `RoPE type ${JSON.stringify(type)} is not supported (supported: default, linear, llama3; dynamic, yarn and longrope change the attention math and are refused)`,
+        `RoPE type ${showValue(type)} is not supported (supported: default, linear, llama3; dynamic, yarn and longrope change the attention math and are refused)`,
       );
   }
 }
@@ -146,11 +168,11 @@ export function parseLlamaConfig(json: unknown, where = 'config.json'): LlamaCon
   const cfg = json as Record<string, unknown>;
   const modelType = cfg.model_type;
   if (typeof modelType !== 'string' || !SUPPORTED_MODEL_TYPES.includes(modelType as ModelType)) {
-    throw unsupported(where, `model_type ${JSON.stringify(modelType)} is not supported (supported: ${SUPPORTED_MODEL_TYPES.join(', ')})`);
+    throw unsupported(where, `model_type ${showValue(modelType)} is not supported (supported: ${SUPPORTED_MODEL_TYPES.join(', ')})`);
   }
   const mt = modelType as ModelType;
   const act = cfg.hidden_act ?? cfg.hidden_activation ?? 'silu';
-  if (act !== 'silu' && act !== 'swish') throw unsupported(where, `hidden_act ${JSON.stringify(act)} is not supported (only silu, i.e. SwiGLU MLPs)`);
+  if (act !== 'silu' && act !== 'swish') throw unsupported(where, `hidden_act ${showValue(act)} is not supported (only silu, i.e. SwiGLU MLPs)`);
 
   const hiddenSize = posInt(where, cfg, 'hidden_size');
   const numLayers = posInt(where, cfg, 'num_hidden_layers');
@@ -181,6 +203,7 @@ export function parseLlamaConfig(json: unknown, where = 'config.json'): LlamaCon
     }
   }
 
+  const vocabSize = posInt(where, cfg, 'vocab_size');
   const attentionBias = optBool(where, cfg, 'attention_bias', false);
   const qkvBias = mt === 'qwen2' ? true : mt === 'llama' ? attentionBias : false;
   const oBias = mt === 'llama' ? attentionBias : false;
@@ -195,14 +218,14 @@ export function parseLlamaConfig(json: unknown, where = 'config.json'): LlamaCon
     headDim,
     intermediateSize: posInt(where, cfg, 'intermediate_size'),
     rmsNormEps: posNum(where, cfg, 'rms_norm_eps', 1e-6),
-    vocabSize: posInt(where, cfg, 'vocab_size'),
+    vocabSize,
     tieWordEmbeddings: optBool(where, cfg, 'tie_word_embeddings', false),
     qkvBias,
     oBias,
     mlpBias,
     maxPositionEmbeddings,
-    bosTokenId: optTokenId(where, cfg.bos_token_id, 'bos_token_id'),
-    eosTokenIds: tokenIdList(where, cfg.eos_token_id, 'eos_token_id'),
+    bosTokenId: optTokenId(where, cfg.bos_token_id, 'bos_token_id', vocabSize),
+    eosTokenIds: tokenIdList(where, cfg.eos_token_id, 'eos_token_id', vocabSize),
     rope: parseRope(where, cfg),
   }, where);
 }
@@ -213,6 +236,7 @@ export function validateLlamaConfig(c: LlamaConfig, where: string): LlamaConfig 
   for (const k of ints) {
     const v = c[k];
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) throw bad(where, `${k} must be a positive integer, got ${String(v)}`);
+    if (v > MAX_CONFIG_INT) throw bad(where, `${k} ${v} is implausibly large (at most ${MAX_CONFIG_INT})`);
   }
   if (c.numHeads % c.numKvHeads !== 0) throw bad(where, `head count ${c.numHeads} is not a multiple of the KV head count ${c.numKvHeads}`);
   if (c.headDim % 2 !== 0) throw bad(where, `head dimension ${c.headDim} must be even for RoPE`);

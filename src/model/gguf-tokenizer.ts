@@ -140,6 +140,7 @@ export function ggufTokenizer(g: GgufFile): TextTokenizer {
         ...(bos !== undefined ? { bosTokenId: bos } : {}),
         eosTokenIds: eosIds,
         name: file,
+        idLimit: n,
       },
       optBool(g.metadata.get('tokenizer.ggml.add_bos_token')) ?? false,
     );

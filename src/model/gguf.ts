@@ -21,9 +21,9 @@
 import { HipAttnError } from '../errors.js';
 import type { ByteSource } from './byte-source.js';
 import type { LlamaConfig, RopeScaling } from './config.js';
-import { validateLlamaConfig } from './config.js';
-import { bf16ToF32, f16ToF32, f32FromBytes, f32ToF16, u16View } from './dtypes.js';
-import { type StoredDType, type TensorInfo, type TensorStore, numel } from './tensor-store.js';
+import { MAX_CONFIG_INT, showValue, validateLlamaConfig } from './config.js';
+import { type FiniteCheck, bf16ToF32, f16ToF32, f32FromBytes, firstNonFiniteF32, u16View } from './dtypes.js';
+import { type StoredDType, type TensorInfo, type TensorStore, checkedF16Bits, nonFiniteWeight, numel, toF16Checked } from './tensor-store.js';
 import { EMBED_NAME, FINAL_NORM_NAME, LM_HEAD_NAME } from './weights.js';
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" little-endian
@@ -95,6 +95,13 @@ export interface GgufFile {
 
 class NeedMoreBytes extends Error {}
 
+/**
+ * Largest GGUF header (metadata and tensor directory) read. The biggest real ones, vocabularies
+ * of 256k tokens with their merges, take tens of MB; without a cap, a corrupt array or string
+ * length in a multi-GB file would make the reader pull gigabytes into memory before finding out.
+ */
+export const MAX_GGUF_HEADER_BYTES = 256 * 2 ** 20;
+
 /** Synchronous little-endian reader over a prefix of the file; throws NeedMoreBytes at its end. */
 class Cursor {
   pos = 0;
@@ -111,6 +118,9 @@ class Cursor {
   private need(n: number, what: string): void {
     if (this.pos + n > this.fileSize) {
       throw new HipAttnError('MODEL_FORMAT', `${this.file}: ${what} at byte ${this.pos} needs ${n} bytes but the file ends at ${this.fileSize} (truncated or corrupt GGUF)`);
+    }
+    if (this.pos + n > MAX_GGUF_HEADER_BYTES) {
+      throw new HipAttnError('MODEL_FORMAT', `${this.file}: ${what} at byte ${this.pos} needs ${n} bytes, beyond the ${MAX_GGUF_HEADER_BYTES}-byte limit of a GGUF header (corrupt length?)`);
     }
     if (this.pos + n > this.bytes.byteLength) throw new NeedMoreBytes();
   }
@@ -158,8 +168,9 @@ class Cursor {
         const count = this.u64(`${what} length`);
         const minSize = elemType === GgufValueType.STRING ? 8 : elemType === GgufValueType.ARRAY ? 12 : valueSize(elemType);
         if (minSize === 0) throw new HipAttnError('MODEL_FORMAT', `${this.file}: ${what}: unknown array element type ${elemType}`);
-        if (count * minSize > this.fileSize - this.pos) {
-          throw new HipAttnError('MODEL_FORMAT', `${this.file}: ${what}: array of ${count} elements cannot fit in the ${this.fileSize - this.pos} bytes left (corrupt GGUF)`);
+        const left = Math.min(this.fileSize, MAX_GGUF_HEADER_BYTES) - this.pos;
+        if (count * minSize > left) {
+          throw new HipAttnError('MODEL_FORMAT', `${this.file}: ${what}: array of ${count} elements cannot fit in the ${left} bytes left for the header (corrupt GGUF)`);
         }
         const out: GgufValue[] = new Array(count);
         for (let i = 0; i < count; i++) out[i] = this.value(elemType, what, depth + 1);
@@ -198,7 +209,8 @@ function parseHeader(bytes: Uint8Array, source: ByteSource): Omit<GgufFile, 'sou
   const tensorCount = c.u64('tensor count');
   const kvCount = c.u64('metadata count');
   // Each key/value takes ≥ 13 bytes and each tensor info ≥ 28: bound the counts by the file size.
-  if (kvCount * 13 + tensorCount * 28 > source.size) throw new HipAttnError('MODEL_FORMAT', `${file}: ${kvCount} metadata entries and ${tensorCount} tensors cannot fit in ${source.size} bytes (corrupt GGUF)`);
+  const room = Math.min(source.size, MAX_GGUF_HEADER_BYTES);
+  if (kvCount * 13 + tensorCount * 28 > room) throw new HipAttnError('MODEL_FORMAT', `${file}: ${kvCount} metadata entries and ${tensorCount} tensors cannot fit in ${room} bytes of header (corrupt GGUF)`);
   const metadata = new Map<string, GgufValue>();
   for (let i = 0; i < kvCount; i++) {
     const key = c.string(`metadata key ${i}`);
@@ -262,38 +274,50 @@ export async function readGguf(source: ByteSource): Promise<GgufFile> {
     } catch (e) {
       if (!(e instanceof NeedMoreBytes)) throw e;
       if (chunk >= source.size) throw new HipAttnError('MODEL_FORMAT', `${source.name}: GGUF header runs past the end of the file`);
-      chunk = Math.min(source.size, chunk * 4);
+      chunk = Math.min(source.size, MAX_GGUF_HEADER_BYTES, chunk * 4);
     }
   }
 }
 
-/** Q8_0 blocks (f16 scale + 32 int8) → float32. */
-export function dequantizeQ8_0(bytes: Uint8Array, count: number): Float32Array {
+/** Q8_0 blocks (f16 scale + 32 int8) → float32. `check`: a block's values are finite exactly when its scale is. */
+export function dequantizeQ8_0(bytes: Uint8Array, count: number, check?: FiniteCheck): Float32Array {
   const out = new Float32Array(count);
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const scaleBits = new Uint16Array(1);
   const blocks = count / 32;
+  if (check) check.firstNonFinite = -1;
   for (let b = 0; b < blocks; b++) {
     const at = b * 34;
     scaleBits[0] = dv.getUint16(at, true);
     const d = f16ToF32(scaleBits)[0]!;
+    if (check && check.firstNonFinite < 0 && !Number.isFinite(d)) check.firstNonFinite = b * 32;
     for (let i = 0; i < 32; i++) out[b * 32 + i] = d * dv.getInt8(at + 2 + i);
   }
   return out;
 }
 
-/** Reads one tensor as float32 in GGUF element order (ne[0] fastest). */
+/**
+ * Reads one tensor as float32 in GGUF element order (ne[0] fastest). NON_FINITE naming the
+ * tensor when a value is NaN or ±Infinity (checked during the conversion).
+ */
 export async function readGgufTensorF32(g: GgufFile, t: GgufTensorInfo): Promise<Float32Array> {
   if (!READABLE.has(t.type)) {
     throw new HipAttnError('UNSUPPORTED', `${g.source.name}: tensor "${t.name}" is ${t.type}; supported GGUF tensor types are F32, F16, BF16 and Q8_0`);
   }
   const bytes = await g.source.read(t.byteOffset, t.byteLength);
+  const check: FiniteCheck = { firstNonFinite: -1 };
+  let out: Float32Array;
   switch (t.type) {
-    case 'F32': return f32FromBytes(bytes);
-    case 'F16': return f16ToF32(u16View(bytes));
-    case 'BF16': return bf16ToF32(u16View(bytes));
-    default: return dequantizeQ8_0(bytes, numel(t.ne));
+    case 'F32':
+      out = f32FromBytes(bytes);
+      check.firstNonFinite = firstNonFiniteF32(out);
+      break;
+    case 'F16': out = f16ToF32(u16View(bytes), check); break;
+    case 'BF16': out = bf16ToF32(u16View(bytes), check); break;
+    default: out = dequantizeQ8_0(bytes, numel(t.ne), check);
   }
+  if (check.firstNonFinite >= 0) throw nonFiniteWeight(g.source.name, t.name, check.firstNonFinite, out[check.firstNonFinite]!);
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -404,15 +428,19 @@ export class GgufTensorStore implements TensorStore {
     return unpermuteRows(data, heads, this.config.headDim, data.length / rows);
   }
 
+  /** Float32 values; NON_FINITE error when a weight is NaN or ±Infinity. */
   async readF32(name: string): Promise<Float32Array> {
     const t = this.need(name);
     return this.fixOrder(name, t, await readGgufTensorF32(this.gguf, t));
   }
 
+  /** Float16 bits; NON_FINITE error when a weight is NaN or ±Infinity, or beyond the float16 range. */
   async readF16Bits(name: string): Promise<Uint16Array> {
     const t = this.need(name);
-    if (t.type === 'F16') return this.fixOrder(name, t, u16View(await this.gguf.source.read(t.byteOffset, t.byteLength)).slice());
-    return f32ToF16(await this.readF32(name));
+    const bits = t.type === 'F16'
+      ? checkedF16Bits(u16View(await this.gguf.source.read(t.byteOffset, t.byteLength)).slice(), this.name, t.name)
+      : toF16Checked(await readGgufTensorF32(this.gguf, t), this.name, t.name);
+    return this.fixOrder(name, t, bits);
   }
 
   /** Stored bytes (rows of Q/K in Hugging Face order, each row's bytes unchanged). */
@@ -433,15 +461,39 @@ function metaNumber(g: GgufFile, key: string, fallback?: number): number {
   const v = g.metadata.get(key) ?? fallback;
   if (typeof v !== 'number' || !Number.isFinite(v)) {
     if (v === undefined) throw new HipAttnError('MODEL_FORMAT', `${g.source.name}: metadata "${key}" is missing`);
-    throw new HipAttnError('UNSUPPORTED', `${g.source.name}: metadata "${key}" is ${Array.isArray(v) ? 'a per-layer array' : JSON.stringify(String(v))}; a single number is required`);
+    if (Array.isArray(v)) throw new HipAttnError('UNSUPPORTED', `${g.source.name}: metadata "${key}" is a per-layer array; a single number is required`);
+    throw new HipAttnError('MODEL_FORMAT', `${g.source.name}: metadata "${key}" must be a number, got ${showValue(v)}`);
   }
   return v;
 }
 
-function metaOptNumber(g: GgufFile, key: string): number | undefined {
-  const v = g.metadata.get(key);
-  if (v === undefined) return undefined;
-  return metaNumber(g, key);
+/** A positive number (epsilons, RoPE bases and factors). */
+function metaPosNumber(g: GgufFile, key: string, fallback?: number): number {
+  const v = metaNumber(g, key, fallback);
+  if (!(v > 0)) throw new HipAttnError('MODEL_FORMAT', `${g.source.name}: metadata "${key}" must be a positive number, got ${v}`);
+  return v;
+}
+
+/** A count or size: an integer in [1, MAX_CONFIG_INT] (checked against the tensors later). */
+function metaPosInt(g: GgufFile, key: string, fallback?: number): number {
+  const v = metaNumber(g, key, fallback);
+  if (!Number.isSafeInteger(v) || v < 1) throw new HipAttnError('MODEL_FORMAT', `${g.source.name}: metadata "${key}" must be a positive integer, got ${v}`);
+  if (v > MAX_CONFIG_INT) throw new HipAttnError('MODEL_FORMAT', `${g.source.name}: metadata "${key}" is ${v}, implausibly large (at most ${MAX_CONFIG_INT})`);
+  return v;
+}
+
+function metaOptPosInt(g: GgufFile, key: string): number | undefined {
+  return g.metadata.get(key) === undefined ? undefined : metaPosInt(g, key);
+}
+
+/** 1 + the largest N of any "blk.N." tensor (0 if none). */
+function ggufBlockCount(g: GgufFile): number {
+  let count = 0;
+  for (const name of g.tensors.keys()) {
+    const m = /^blk\.(\d{1,9})\./.exec(name);
+    if (m) count = Math.max(count, Number(m[1]) + 1);
+  }
+  return count;
 }
 
 /** Architectures mapped to LlamaConfig (mistral GGUFs use "llama"). */
@@ -452,18 +504,35 @@ export async function ggufLlamaConfig(g: GgufFile): Promise<{ config: LlamaConfi
   const file = g.source.name;
   const arch = g.metadata.get('general.architecture');
   if (typeof arch !== 'string' || !(GGUF_ARCHS as readonly string[]).includes(arch)) {
-    throw new HipAttnError('UNSUPPORTED', `${file}: GGUF architecture ${JSON.stringify(arch)} is not supported (supported: ${GGUF_ARCHS.join(', ')})`);
+    throw new HipAttnError('UNSUPPORTED', `${file}: GGUF architecture ${showValue(arch)} is not supported (supported: ${GGUF_ARCHS.join(', ')})`);
   }
   const k = (s: string) => `${arch}.${s}`;
-  const hiddenSize = metaNumber(g, k('embedding_length'));
-  const numHeads = metaNumber(g, k('attention.head_count'));
-  const numKvHeads = metaNumber(g, k('attention.head_count_kv'), numHeads);
-  const headDim = metaOptNumber(g, k('attention.key_length')) ?? hiddenSize / numHeads;
-  const valueLength = metaOptNumber(g, k('attention.value_length'));
+  // Every count is bounded by the file before anything is allocated from it: the layer count
+  // by the blk.N tensors present (a corrupt block_count of 2^32 would otherwise build a map
+  // entry per layer), the sizes by the tensor shapes (checkTensorShapes).
+  const numLayers = metaPosInt(g, k('block_count'));
+  const blocks = ggufBlockCount(g);
+  if (numLayers !== blocks) {
+    throw new HipAttnError(
+      'MODEL_FORMAT',
+      `${file}: metadata "${k('block_count')}" is ${numLayers} but the file holds tensors of ${blocks} block${blocks === 1 ? '' : 's'} (blk.0 to blk.${blocks - 1})`,
+    );
+  }
+  const hiddenSize = metaPosInt(g, k('embedding_length'));
+  const numHeads = metaPosInt(g, k('attention.head_count'));
+  const numKvHeads = metaPosInt(g, k('attention.head_count_kv'), numHeads);
+  let headDim = metaOptPosInt(g, k('attention.key_length'));
+  if (headDim === undefined) {
+    if (hiddenSize % numHeads !== 0) {
+      throw new HipAttnError('MODEL_FORMAT', `${file}: "${k('embedding_length')}" ${hiddenSize} is not a multiple of "${k('attention.head_count')}" ${numHeads} and no "${k('attention.key_length')}" is given`);
+    }
+    headDim = hiddenSize / numHeads;
+  }
+  const valueLength = metaOptPosInt(g, k('attention.value_length'));
   if (valueLength !== undefined && valueLength !== headDim) {
     throw new HipAttnError('UNSUPPORTED', `${file}: key length ${headDim} ≠ value length ${valueLength} is not supported`);
   }
-  const ropeDims = metaOptNumber(g, k('rope.dimension_count'));
+  const ropeDims = metaOptPosInt(g, k('rope.dimension_count'));
   if (ropeDims !== undefined && ropeDims !== headDim) {
     throw new HipAttnError('UNSUPPORTED', `${file}: RoPE on ${ropeDims} of ${headDim} head dimensions (partial rotary) is not supported`);
   }
@@ -473,23 +542,30 @@ export async function ggufLlamaConfig(g: GgufFile): Promise<{ config: LlamaConfi
   let scaling: RopeScaling = { type: 'default' };
   const scalingType = g.metadata.get(k('rope.scaling.type'));
   if (scalingType === 'linear') {
-    scaling = { type: 'linear', factor: metaNumber(g, k('rope.scaling.factor')) };
+    scaling = { type: 'linear', factor: metaPosNumber(g, k('rope.scaling.factor')) };
   } else if (scalingType !== undefined && scalingType !== 'none') {
-    throw new HipAttnError('UNSUPPORTED', `${file}: RoPE scaling ${JSON.stringify(scalingType)} is not supported (none, linear, and llama3 via rope_freqs are)`);
+    throw new HipAttnError('UNSUPPORTED', `${file}: RoPE scaling ${showValue(scalingType)} is not supported (none, linear, and llama3 via rope_freqs are)`);
   }
   const freqs = g.tensors.get('rope_freqs.weight');
   if (freqs) {
     if (scaling.type !== 'default') throw new HipAttnError('UNSUPPORTED', `${file}: both rope_freqs and ${scaling.type} RoPE scaling are set`);
+    const count = numel(freqs.ne);
+    if (count !== headDim / 2) throw new HipAttnError('MODEL_FORMAT', `${file}: tensor "rope_freqs.weight" has ${count} entries, head dimension ${headDim} needs ${headDim / 2}`);
     scaling = { type: 'freq_factors', factors: Array.from(await readGgufTensorF32(g, freqs)) };
   }
 
   const tokens = g.metadata.get('tokenizer.ggml.tokens');
   const embd = g.tensors.get('token_embd.weight');
   if (!embd) throw new HipAttnError('MODEL_FORMAT', `${file}: tensor "token_embd.weight" is missing`);
-  const vocabSize = metaOptNumber(g, k('vocab_size')) ?? (Array.isArray(tokens) ? tokens.length : embd.ne[1]!);
+  const vocabSize = metaOptPosInt(g, k('vocab_size')) ?? (Array.isArray(tokens) ? tokens.length : embd.ne[1] ?? 0);
+  if (!Number.isSafeInteger(vocabSize) || vocabSize < 1) throw new HipAttnError('MODEL_FORMAT', `${file}: the vocabulary is empty`);
   const tokenId = (key: string): number | undefined => {
     const v = g.metadata.get(key);
-    return typeof v === 'number' && v >= 0 && v < vocabSize ? v : undefined;
+    if (v === undefined) return undefined;
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || v >= vocabSize) {
+      throw new HipAttnError('MODEL_FORMAT', `${file}: metadata "${key}" ${showValue(v)} is not a token id of the vocabulary of ${vocabSize}`);
+    }
+    return v;
   };
   const eos = tokenId('tokenizer.ggml.eos_token_id');
   const eot = tokenId('tokenizer.ggml.eot_token_id');
@@ -498,23 +574,26 @@ export async function ggufLlamaConfig(g: GgufFile): Promise<{ config: LlamaConfi
   const config: LlamaConfig = {
     modelType: arch === 'qwen2' ? 'qwen2' : 'llama',
     hiddenSize,
-    numLayers: metaNumber(g, k('block_count')),
+    numLayers,
     numHeads,
     numKvHeads,
     headDim,
-    intermediateSize: metaNumber(g, k('feed_forward_length')),
-    rmsNormEps: metaNumber(g, k('attention.layer_norm_rms_epsilon')),
+    intermediateSize: metaPosInt(g, k('feed_forward_length')),
+    rmsNormEps: metaPosNumber(g, k('attention.layer_norm_rms_epsilon')),
     vocabSize,
     tieWordEmbeddings: !g.tensors.has('output.weight'),
     qkvBias: g.tensors.has('blk.0.attn_q.bias'),
     oBias: g.tensors.has('blk.0.attn_output.bias'),
     mlpBias: g.tensors.has('blk.0.ffn_up.bias'),
-    maxPositionEmbeddings: metaNumber(g, k('context_length'), 2048),
+    maxPositionEmbeddings: metaPosInt(g, k('context_length'), 2048),
     bosTokenId: tokenId('tokenizer.ggml.bos_token_id'),
     eosTokenIds,
-    rope: { theta: metaNumber(g, k('rope.freq_base'), 10000), scaling },
+    rope: { theta: metaPosNumber(g, k('rope.freq_base'), 10000), scaling },
   };
   if (config.mlpBias) throw new HipAttnError('UNSUPPORTED', `${file}: MLP biases in GGUF files are not supported`);
+  if (numHeads % numKvHeads !== 0) {
+    throw new HipAttnError('MODEL_FORMAT', `${file}: "${k('attention.head_count')}" ${numHeads} is not a multiple of "${k('attention.head_count_kv')}" ${numKvHeads}`);
+  }
   return { config: validateLlamaConfig(config, file), permutedQK: arch === 'llama' };
 }
 

@@ -6,7 +6,7 @@
  */
 import { HipAttnError } from '../errors.js';
 import { type ByteSource, type ModelDirectory, readJsonFile, readTextFile } from './byte-source.js';
-import { type LlamaConfig, parseLlamaConfig } from './config.js';
+import { type LlamaConfig, parseLlamaConfig, showValue, tokenIdList } from './config.js';
 import { openGgufModel } from './gguf.js';
 import { ggufTokenizer } from './gguf-tokenizer.js';
 import { openSafetensorsDir } from './safetensors.js';
@@ -35,25 +35,36 @@ export interface OpenedModel {
   generation: GenerationDefaults;
 }
 
-function idList(v: unknown): number[] {
-  const list = Array.isArray(v) ? v : v === undefined || v === null ? [] : [v];
-  return list.filter((x): x is number => typeof x === 'number' && Number.isInteger(x) && x >= 0);
-}
-
-/** Parses generation_config.json (unknown fields ignored; wrongly typed ones dropped). */
-export function parseGenerationConfig(json: unknown, fallbackEos: readonly number[]): GenerationDefaults {
-  const g = (typeof json === 'object' && json !== null ? json : {}) as Record<string, unknown>;
-  const num = (k: string): number | undefined => (typeof g[k] === 'number' && Number.isFinite(g[k]) ? (g[k] as number) : undefined);
-  const eos = idList(g.eos_token_id);
+/**
+ * Parses generation_config.json. Unknown fields are ignored and null counts as absent (as in
+ * transformers); a field this library uses but with a wrong type or range (a negative
+ * temperature, top_p 0, an EOS id outside the vocabulary) is a MODEL_FORMAT error naming the
+ * file and the field, rather than a confusing "bad option" later at generation time.
+ * `where` names the file in errors; `vocabSize` (when known) bounds the EOS ids.
+ */
+export function parseGenerationConfig(json: unknown, fallbackEos: readonly number[], where = 'generation_config.json', vocabSize = Number.MAX_SAFE_INTEGER): GenerationDefaults {
+  if (json === undefined) return { eosTokenIds: [...fallbackEos] };
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new HipAttnError('MODEL_FORMAT', `${where}: not a JSON object`);
+  const g = json as Record<string, unknown>;
+  const field = (k: string, ok: (v: number) => boolean, rule: string): number | undefined => {
+    const v = g[k];
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== 'number' || !ok(v)) throw new HipAttnError('MODEL_FORMAT', `${where}: "${k}" must be ${rule}, got ${showValue(v)}`);
+    return v;
+  };
+  const eos = tokenIdList(where, g.eos_token_id, 'eos_token_id', vocabSize);
   const out: GenerationDefaults = { eosTokenIds: [...new Set([...eos, ...fallbackEos])] };
-  const t = num('temperature');
+  const t = field('temperature', (v) => Number.isFinite(v) && v >= 0, 'a finite number ≥ 0');
   if (t !== undefined) out.temperature = t;
-  const p = num('top_p');
+  const p = field('top_p', (v) => v > 0 && v <= 1, 'a number in (0, 1]');
   if (p !== undefined) out.topP = p;
-  const k = num('top_k');
+  const k = field('top_k', (v) => Number.isSafeInteger(v) && v >= 0, 'an integer ≥ 0');
   if (k !== undefined) out.topK = k;
-  if (typeof g.do_sample === 'boolean') out.doSample = g.do_sample;
-  const m = num('max_new_tokens');
+  if (g.do_sample !== undefined && g.do_sample !== null) {
+    if (typeof g.do_sample !== 'boolean') throw new HipAttnError('MODEL_FORMAT', `${where}: "do_sample" must be true or false, got ${showValue(g.do_sample)}`);
+    out.doSample = g.do_sample;
+  }
+  const m = field('max_new_tokens', (v) => Number.isSafeInteger(v) && v >= 1, 'a positive integer');
   if (m !== undefined) out.maxNewTokens = m;
   return out;
 }
@@ -70,7 +81,7 @@ export async function openHfModel(dir: ModelDirectory): Promise<OpenedModel> {
   if (configJson === undefined) throw new HipAttnError('MODEL_FORMAT', `${dir.name}: config.json not found (not a Hugging Face model directory?)`);
   const config = parseLlamaConfig(configJson, `${dir.name}/config.json`);
   const genJson = await readJsonFile(dir, 'generation_config.json');
-  const generation = parseGenerationConfig(genJson, config.eosTokenIds);
+  const generation = parseGenerationConfig(genJson, config.eosTokenIds, `${dir.name}/generation_config.json`, config.vocabSize);
 
   const tokenizerJson = await readJsonFile(dir, 'tokenizer.json');
   if (tokenizerJson === undefined) throw new HipAttnError('TOKENIZER', `${dir.name}: tokenizer.json not found (only fast-tokenizer files are supported)`);
@@ -103,7 +114,7 @@ export async function openGgufFile(source: ByteSource): Promise<OpenedModel> {
     const { gguf, config, store } = await openGgufModel(source);
     const tokenizer = ggufTokenizer(gguf);
     checkVocab(config, tokenizer, source.name);
-    checkTensorShapes(config, store);
+    checkTensorShapes(config, store, `${config.modelType === 'qwen2' ? 'qwen2' : 'llama'}.block_count`);
     const eos = [...new Set([...config.eosTokenIds, ...tokenizer.eosTokenIds])];
     return { format: 'gguf', name: source.name, config, store, tokenizer, generation: { eosTokenIds: eos } };
   } catch (e) {

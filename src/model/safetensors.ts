@@ -10,8 +10,8 @@
  */
 import { HipAttnError } from '../errors.js';
 import { type ByteSource, type ModelDirectory, readJson } from './byte-source.js';
-import { bf16ToF32, f16ToF32, f32FromBytes, f32ToF16, u16View } from './dtypes.js';
-import { type StoredDType, type TensorInfo, type TensorStore, numel } from './tensor-store.js';
+import { type FiniteCheck, bf16ToF32, f16ToF32, f32FromBytes, firstNonFiniteF32, u16View } from './dtypes.js';
+import { type StoredDType, type TensorInfo, type TensorStore, checkedF16Bits, nonFiniteWeight, numel, toF16Checked } from './tensor-store.js';
 
 /** Bytes per element of every dtype safetensors defines. */
 const SAFETENSORS_DTYPE_SIZE: Readonly<Record<string, number>> = {
@@ -36,21 +36,32 @@ function isNonNegInt(x: unknown): x is number {
   return typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
 }
 
-/** Converts stored float bytes to float32; UNSUPPORTED for non-float dtypes. */
+/**
+ * Converts stored float bytes to float32; UNSUPPORTED for non-float dtypes, NON_FINITE naming
+ * the tensor when a value is NaN or ±Infinity (checked during the conversion, see dtypes.ts).
+ */
 export function decodeToF32(info: TensorInfo, bytes: Uint8Array): Float32Array {
+  const check: FiniteCheck = { firstNonFinite: -1 };
+  let out: Float32Array;
   switch (info.dtype) {
     case 'F32':
-      return f32FromBytes(bytes);
+      out = f32FromBytes(bytes);
+      check.firstNonFinite = firstNonFiniteF32(out);
+      break;
     case 'F16':
-      return f16ToF32(u16View(bytes));
+      out = f16ToF32(u16View(bytes), check);
+      break;
     case 'BF16':
-      return bf16ToF32(u16View(bytes));
+      out = bf16ToF32(u16View(bytes), check);
+      break;
     default:
       throw new HipAttnError(
         'UNSUPPORTED',
         `${info.file}: tensor "${info.name}" has dtype ${info.dtype}; only F32, F16 and BF16 weights are supported`,
       );
   }
+  if (check.firstNonFinite >= 0) throw nonFiniteWeight(info.file, info.name, check.firstNonFinite, out[check.firstNonFinite]!);
+  return out;
 }
 
 /** One validated .safetensors file. */
@@ -116,14 +127,26 @@ export class SafetensorsFile implements TensorStore {
       }
       tensors.set(name, { name, dtype: dtype as StoredDType, shape: shape as number[], file, byteOffset: dataStart + begin, byteLength: end - begin });
     }
-    // No two tensors may share bytes.
-    const sorted = [...tensors.values()].filter((t) => t.byteLength > 0).sort((a, b) => a.byteOffset - b.byteOffset);
-    for (let i = 1; i < sorted.length; i++) {
-      const prev = sorted[i - 1]!;
-      const cur = sorted[i]!;
-      if (cur.byteOffset < prev.byteOffset + prev.byteLength) {
-        throw formatError(file, `tensors "${prev.name}" and "${cur.name}" overlap in the data section`);
+    // As the reference implementation requires: the tensors tile the data section exactly, in
+    // offset order, with no shared bytes, no gaps and nothing after the last one. A header length
+    // that stops inside the header's space padding still parses as JSON but shifts every tensor;
+    // it shows up here as bytes left over at the end.
+    const sorted = [...tensors.values()].sort((a, b) => a.byteOffset - b.byteOffset || a.byteLength - b.byteLength);
+    let end = dataStart;
+    let prev: TensorInfo | undefined;
+    for (const cur of sorted) {
+      if (cur.byteOffset < end) throw formatError(file, `tensors "${prev!.name}" and "${cur.name}" overlap in the data section`);
+      if (cur.byteOffset > end) {
+        throw formatError(file, `${cur.byteOffset - end} unused bytes before tensor "${cur.name}" in the data section (the reference format allows no gaps)`);
       }
+      end = cur.byteOffset + cur.byteLength;
+      prev = cur;
+    }
+    if (end !== source.size) {
+      throw formatError(
+        file,
+        `the data section holds ${dataSize} bytes but the tensors cover ${end - dataStart}: ${source.size - end} bytes after the last tensor (a header length of ${headerLen} that stops inside the header's padding would shift every tensor)`,
+      );
     }
     return new SafetensorsFile(source, tensors, metadata);
   }
@@ -147,16 +170,18 @@ export class SafetensorsFile implements TensorStore {
     return this.source.read(t.byteOffset, t.byteLength);
   }
 
+  /** Float32 values; NON_FINITE error when a weight is NaN or ±Infinity. */
   async readF32(name: string): Promise<Float32Array> {
     const t = this.need(name);
     return decodeToF32(t, await this.readRaw(name));
   }
 
+  /** Float16 bits; NON_FINITE error when a weight is NaN or ±Infinity, or beyond the float16 range. */
   async readF16Bits(name: string): Promise<Uint16Array> {
     const t = this.need(name);
     const raw = await this.readRaw(name);
-    if (t.dtype === 'F16') return u16View(raw).slice();
-    return f32ToF16(decodeToF32(t, raw));
+    if (t.dtype === 'F16') return checkedF16Bits(u16View(raw).slice(), this.name, name);
+    return toF16Checked(decodeToF32(t, raw), this.name, name);
   }
 
   async close(): Promise<void> {

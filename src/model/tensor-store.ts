@@ -3,8 +3,8 @@
  * (safetensors, sharded safetensors, GGUF). Shapes follow the PyTorch / Hugging Face
  * convention: row-major, last dimension fastest, so a linear weight is [out, in].
  */
-import { HipAttnError } from '../errors.js';
-import { f32ToF16 } from './dtypes.js';
+import { HipAttnError, NonFiniteError } from '../errors.js';
+import { type FiniteCheck, f16BitsToNumber, f32ToF16, firstNonFiniteF16 } from './dtypes.js';
 
 /** Storage types a tensor can have on disk. */
 export type StoredDType =
@@ -55,4 +55,28 @@ export function requireInfo(store: TensorStore, name: string): TensorInfo {
 /** readF16Bits in terms of readF32 (for stores whose data is not stored as F16). */
 export async function f16BitsViaF32(store: TensorStore, name: string): Promise<Uint16Array> {
   return f32ToF16(await store.readF32(name));
+}
+
+/**
+ * NON_FINITE error for a weight that is NaN or ±Infinity. Weights like that load but make every
+ * logit NaN (the model then "answers" with token 0 or EOS at once), so the readers check each
+ * tensor as they convert it (dtypes.ts FiniteCheck) and refuse it naming the file and tensor.
+ */
+export function nonFiniteWeight(file: string, tensor: string, index: number, value: number | string): NonFiniteError {
+  return new NonFiniteError(`${file}: tensor "${tensor}" holds a non-finite weight (element ${index} is ${String(value)}); the file is corrupt or was saved from a diverged model`);
+}
+
+/** Float16 bits of a tensor's float32 values; NON_FINITE when a value is beyond the float16 range (it would become ±Infinity). */
+export function toF16Checked(values: Float32Array, file: string, tensor: string): Uint16Array {
+  const check: FiniteCheck = { firstNonFinite: -1 };
+  const bits = f32ToF16(values, check);
+  if (check.firstNonFinite >= 0) throw nonFiniteWeight(file, tensor, check.firstNonFinite, `${values[check.firstNonFinite]} (beyond the float16 range)`);
+  return bits;
+}
+
+/** Float16 bits as stored; NON_FINITE when one is NaN or ±Infinity. */
+export function checkedF16Bits(bits: Uint16Array, file: string, tensor: string): Uint16Array {
+  const bad = firstNonFiniteF16(bits);
+  if (bad >= 0) throw nonFiniteWeight(file, tensor, bad, f16BitsToNumber(bits[bad]!));
+  return bits;
 }

@@ -5,6 +5,7 @@
  */
 import { Tokenizer } from '@huggingface/tokenizers';
 import { HipAttnError } from '../errors.js';
+import { checkTokenizerJson } from './tokenizer-json.js';
 
 export interface EncodeOptions {
   /**
@@ -65,6 +66,8 @@ export interface HfTokenizerInit {
   eosTokenIds?: readonly number[];
   /** Name for error messages. */
   name?: string;
+  /** Token ids must be below this (default: vocabulary entries + added tokens; see tokenizer-json.ts). */
+  idLimit?: number;
 }
 
 /** A Hugging Face tokenizer.json tokenizer. */
@@ -84,6 +87,7 @@ export class HfTokenizer implements TextTokenizer {
     if (typeof init.tokenizerJson !== 'object' || init.tokenizerJson === null) {
       throw new HipAttnError('TOKENIZER', `${this.name}: not a tokenizer.json object`);
     }
+    checkTokenizerJson(init.tokenizerJson as Record<string, unknown>, this.name, init.idLimit);
     try {
       this.tok = new Tokenizer(init.tokenizerJson, cfg);
     } catch (e) {
@@ -119,8 +123,8 @@ export class HfTokenizer implements TextTokenizer {
   }
 
   encode(text: string, options: EncodeOptions = {}): number[] {
-    if (options.addBos === undefined) return this.tok.encode(text).ids;
-    const ids = this.tok.encode(text, { add_special_tokens: false }).ids;
+    if (options.addBos === undefined) return this.run('encoding', () => this.tok.encode(text).ids);
+    const ids = this.run('encoding', () => this.tok.encode(text, { add_special_tokens: false }).ids);
     if (!options.addBos) return ids;
     if (this.bosTokenId === undefined) throw new HipAttnError('TOKENIZER', `${this.name}: addBos requested but the model has no BOS token`);
     return [this.bosTokenId, ...ids];
@@ -131,7 +135,17 @@ export class HfTokenizer implements TextTokenizer {
     for (const id of ids) {
       if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) throw new HipAttnError('TOKENIZER', `${this.name}: token id ${id} is outside the vocabulary of ${this.vocabSize}`);
     }
-    return this.tok.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false });
+    return this.run('decoding', () => this.tok.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false }));
+  }
+
+  /** Runs a library call; its errors (a tokenizer.json that builds but cannot encode) become TOKENIZER errors naming the file. */
+  private run<T>(what: string, f: () => T): T {
+    try {
+      return f();
+    } catch (e) {
+      if (e instanceof HipAttnError) throw e;
+      throw new HipAttnError('TOKENIZER', `${this.name}: ${what} failed (${(e as Error).message})`, { cause: e });
+    }
   }
 
   idToToken(id: number): string | undefined {

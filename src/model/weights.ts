@@ -111,11 +111,45 @@ export function expectedTensors(config: LlamaConfig, store: TensorStore): Tensor
   return specs;
 }
 
+/** Number of decoder layers whose tensors a store holds: 1 + the largest N of any "model.layers.N." name (0 if none). */
+export function storedLayerCount(store: TensorStore): number {
+  let count = 0;
+  for (const name of store.names()) {
+    const m = /^model\.layers\.(\d{1,9})\./.exec(name);
+    if (m) count = Math.max(count, Number(m[1]) + 1);
+  }
+  return count;
+}
+
+/**
+ * Checks the config's layer count against the layers the weights hold, before anything is
+ * allocated per layer (a corrupt count such as 1e9 would otherwise build billions of tensor
+ * specs). More layers than stored: the first missing tensor is named. Fewer: refused too, since
+ * running a prefix of the layers gives fluent-looking garbage. `field` names the count in errors.
+ */
+export function checkLayerCount(config: LlamaConfig, store: TensorStore, field = 'num_hidden_layers'): void {
+  const stored = storedLayerCount(store);
+  if (config.numLayers > stored) {
+    throw new HipAttnError(
+      'MODEL_FORMAT',
+      `${store.name}: tensor "${layerTensorNames(stored).attnNorm}" is missing: ${field} is ${config.numLayers} but the weights hold ${stored} layer${stored === 1 ? '' : 's'}`,
+    );
+  }
+  if (config.numLayers < stored) {
+    throw new HipAttnError(
+      'MODEL_FORMAT',
+      `${store.name}: the weights hold ${stored} layers (model.layers.0 to model.layers.${stored - 1}) but ${field} is ${config.numLayers}; a config that drops layers would give garbage`,
+    );
+  }
+}
+
 /**
  * Checks that every tensor the config needs is present with the right shape, before anything
- * is read. Throws MODEL_FORMAT naming the file and the tensor.
+ * is read (the layer count first, see checkLayerCount). Throws MODEL_FORMAT naming the file and
+ * the tensor.
  */
-export function checkTensorShapes(config: LlamaConfig, store: TensorStore): void {
+export function checkTensorShapes(config: LlamaConfig, store: TensorStore, layerField = 'num_hidden_layers'): void {
+  checkLayerCount(config, store, layerField);
   if (!config.tieWordEmbeddings && !store.info(LM_HEAD_NAME) && store.info(EMBED_NAME)) {
     // transformers would leave lm_head randomly initialised; we refuse instead of guessing.
     throw new HipAttnError('MODEL_FORMAT', `${store.name}: tensor "${LM_HEAD_NAME}" is missing and the config does not tie the embeddings (tie_word_embeddings false)`);
