@@ -352,30 +352,30 @@ describe('server hardening (in-process, stories260K)', () => {
       for (let i = 0; i < n; i++) {
         const words = ['Once upon a time', 'Lily', 'The little dog', 'One day, a boy'];
         const body = { prompt: `${words[rng.int(words.length)]} ${i}`, max_tokens: 1 + rng.int(30), temperature: 0 };
-        const r = await post(url, i % 2 ? '/v1/completions' : '/v1/chat/completions', i % 2 ? body : { messages: [{ role: 'user', content: body.prompt }], max_tokens: body.max_tokens });
-        if (i % 2 === 0) {
-          // stories260K has no chat template: a 400, no generation.
-          expect(r.status).toBe(400);
-          continue;
-        }
+        // Even i: chat (stories260K has no chat template: the ChatML default).
+        const r = await post(url, i % 2 ? '/v1/completions' : '/v1/chat/completions', i % 2 ? body : { messages: [{ role: 'user', content: body.prompt }], max_tokens: body.max_tokens, temperature: 0 });
         expect(r.status).toBe(200);
         prompt += r.body.usage.prompt_tokens;
         completion += r.body.usage.completion_tokens;
         if (r.body.choices[0].finish_reason === 'length') lengths++;
         else stops++;
       }
+      // Refused chats: counted as requests, no generation.
+      const refused = 1 + rng.int(3);
+      for (let i = 0; i < refused; i++) expect((await post(url, '/v1/chat/completions', { messages: 'hi' })).status).toBe(400);
       const m1 = await scrape();
       const completions = Math.floor(n / 2);
       expect(sample(m1, 'hipattn_prompt_tokens_total')).toBe(prompt);
       expect(sample(m1, 'hipattn_completion_tokens_total')).toBe(completion);
       expect(sample(m1, 'hipattn_requests_total', { route: '/v1/completions', status: '200' })).toBe(completions);
-      expect(sample(m1, 'hipattn_requests_total', { route: '/v1/chat/completions', status: '400' })).toBe(n - completions);
+      expect(sample(m1, 'hipattn_requests_total', { route: '/v1/chat/completions', status: '200' })).toBe(n - completions);
+      expect(sample(m1, 'hipattn_requests_total', { route: '/v1/chat/completions', status: '400' })).toBe(refused);
       expect(sample(m1, 'hipattn_requests_total', { route: '/metrics', status: '200' })).toBe(1);
       expect(sample(m1, 'hipattn_generations_total', { outcome: 'length' })).toBe(lengths);
       expect(sample(m1, 'hipattn_generations_total', { outcome: 'stop' })).toBe(stops);
-      expect(sample(m1, 'hipattn_time_to_first_token_seconds_count')).toBe(completions);
-      expect(sample(m1, 'hipattn_time_to_first_token_seconds_bucket', { le: '+Inf' })).toBe(completions);
-      expect(sample(m1, 'hipattn_generation_duration_seconds_count')).toBe(completions);
+      expect(sample(m1, 'hipattn_time_to_first_token_seconds_count')).toBe(n);
+      expect(sample(m1, 'hipattn_time_to_first_token_seconds_bucket', { le: '+Inf' })).toBe(n);
+      expect(sample(m1, 'hipattn_generation_duration_seconds_count')).toBe(n);
       expect(sample(m1, 'hipattn_prefill_seconds_total')).toBeGreaterThan(0);
       expect(sample(m1, 'hipattn_decode_seconds_total')).toBeGreaterThan(0);
       // The first-token times add up to the prefill seconds.

@@ -141,7 +141,7 @@ describe('server soak (in-process, stories260K, two slots)', () => {
           ['bad json', () => post('{"prompt": "x",'), 400],
           ['wrong type', () => post(JSON.stringify({ prompt: 'x', max_tokens: 'many' })), 400],
           ['no prompt', () => post(JSON.stringify({ max_tokens: 3 })), 400],
-          ['chat without template', () => post(JSON.stringify({ messages: [{ role: 'user', content: 'hi' }] }), '/v1/chat/completions'), 400],
+          ['chat without messages', () => post(JSON.stringify({ messages: 'hi' }), '/v1/chat/completions'), 400],
           ['oversize body', () => post(JSON.stringify({ prompt: 'x'.repeat(70 * 1024) })), 413],
           ['too long prompt', () => post(JSON.stringify({ prompt: 'Once upon a time. '.repeat(1500) })), 400],
           [
