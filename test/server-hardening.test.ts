@@ -9,32 +9,18 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel } from '../src/runtime/load.js';
 import type { HipModel } from '../src/runtime/model.js';
-import { createServer, type HipServer, type RequestLog, type ServedModel, type ServerOptions, type ServerStats } from '../src/server/index.js';
+import { createServer, type HipServer, type RequestLog, type ServedModel, type ServerOptions } from '../src/server/index.js';
 import { seededRng } from './helpers.js';
+import { health, type Json, sleep, waitFor } from './server-helpers.js';
 
 const STORIES = join(import.meta.dirname, '..', 'models', 'stories260K', 'stories260K.gguf');
 
-type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 async function post(url: string, path: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: Json; headers: Headers }> {
   const res = await fetch(url + path, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body) });
   return { status: res.status, body: JSON.parse(await res.text()) as Json, headers: res.headers };
 }
 
-async function health(url: string): Promise<ServerStats> {
-  return (await (await fetch(`${url}/health`)).json()) as ServerStats;
-}
-
-async function waitFor<T>(f: () => Promise<T>, ok: (v: T) => boolean, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (ok(v) || Date.now() > end) return v;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** A raw connection: what the server sent, and when it closed the connection (ms after connecting). */
 function rawSocket(port: number): { sock: Socket; received: () => string; closed: Promise<number> } {

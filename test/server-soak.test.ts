@@ -15,6 +15,7 @@ import type { HipModel } from '../src/runtime/model.js';
 import { createServer, type ServerStats } from '../src/server/index.js';
 import type { Rng } from '../src/util/rng.js';
 import { seededRng } from './helpers.js';
+import { type Json, sleep } from './server-helpers.js';
 
 const STORIES = join(import.meta.dirname, '..', 'models', 'stories260K', 'stories260K.gguf');
 /** How long the mixed load runs. */
@@ -22,7 +23,6 @@ const SOAK_MS = 20_000;
 /** How far the heap (after a full GC) may end above where it started. */
 const HEAP_SLACK_BYTES = 48 * 2 ** 20;
 
-type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 /** A full garbage collection (gc is not exposed without --expose-gc: expose it for this process). */
 function collect(): void {
@@ -35,7 +35,6 @@ function isError(body: unknown, status: number): boolean {
   return typeof e === 'object' && e !== null && typeof e.message === 'string' && typeof e.type === 'string' && 'param' in e && 'code' in e && (status >= 500 ? e.type === 'server_error' : true);
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe('server soak (in-process, stories260K, two slots)', () => {
   const models: HipModel[] = [];

@@ -12,7 +12,8 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel } from '../src/runtime/load.js';
 import type { HipModel } from '../src/runtime/model.js';
-import { createServer, type HipServer, type ServedModel, type ServerStats } from '../src/server/index.js';
+import { createServer, type HipServer, type ServedModel } from '../src/server/index.js';
+import { health, type Json, waitFor } from './server-helpers.js';
 
 const root = join(import.meta.dirname, '..');
 const cli = join(root, 'dist', 'src', 'cli', 'main.js');
@@ -56,7 +57,6 @@ async function stopServer(s: Spawned | undefined): Promise<void> {
   await s.exit;
 }
 
-type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 async function post(url: string, path: string, body: unknown, init: RequestInit = {}): Promise<{ status: number; body: Json; headers: Headers }> {
   const res = await fetch(url + path, {
@@ -67,10 +67,6 @@ async function post(url: string, path: string, body: unknown, init: RequestInit 
   });
   const text = await res.text();
   return { status: res.status, body: JSON.parse(text) as Json, headers: res.headers };
-}
-
-async function health(url: string): Promise<ServerStats> {
-  return (await (await fetch(`${url}/health`)).json()) as ServerStats;
 }
 
 /** Reads a Server-Sent Events body into its `data:` payloads (JSON parsed, '[DONE]' kept as a string). */
@@ -109,15 +105,6 @@ function streamedText(events: (Json | string)[]): string {
     .filter((e): e is Json => typeof e !== 'string' && e.choices?.length > 0)
     .map((e) => (e.object === 'chat.completion.chunk' ? (e.choices[0].delta.content ?? '') : e.choices[0].text))
     .join('');
-}
-
-async function waitFor<T>(f: () => Promise<T>, ok: (v: T) => boolean, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (ok(v) || Date.now() > end) return v;
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 /** hip-testbed-mini with a simple chat template, in a temporary folder. */
