@@ -87,8 +87,16 @@ export function renderChat(tokenizer: TextTokenizer, messages: readonly ChatMess
  * from the template and none are added; with the default one BOS is added, as for text.
  */
 export function encodeChat(tokenizer: TextTokenizer, messages: readonly ChatMessage[], options: ChatTemplateOptions = {}): number[] {
+  const { prefix, text } = chatText(tokenizer, messages, options);
+  return [...prefix, ...tokenizer.encode(text, { addBos: false })];
+}
+
+/**
+ * encodeChat in two steps: the rendered text (to be encoded with `addBos: false`) and the ids in
+ * front of it (BOS with the default template, none with the model's own).
+ */
+export function chatText(tokenizer: TextTokenizer, messages: readonly ChatMessage[], options: ChatTemplateOptions = {}): { prefix: number[]; text: string } {
   const text = renderChat(tokenizer, messages, options);
-  if (!usesDefaultChatTemplate(tokenizer)) return tokenizer.encode(text, { addBos: false });
-  const ids = tokenizer.encode(text, { addBos: false });
-  return tokenizer.bosTokenId !== undefined ? [tokenizer.bosTokenId, ...ids] : ids;
+  const prefix = usesDefaultChatTemplate(tokenizer) && tokenizer.bosTokenId !== undefined ? [tokenizer.bosTokenId] : [];
+  return { prefix, text };
 }

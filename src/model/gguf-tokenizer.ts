@@ -8,7 +8,7 @@
 import { HipAttnError } from '../errors.js';
 import type { GgufFile, GgufValue } from './gguf.js';
 import { SpmTokenizer, SpmTokenType } from './spm-tokenizer.js';
-import { HfTokenizer, type TextTokenizer } from './tokenizer.js';
+import { HfTokenizer, type TextTokenizer, type TokenizerRecipe } from './tokenizer.js';
 
 function strings(g: GgufFile, key: string): string[] | undefined {
   const v = g.metadata.get(key);
@@ -87,9 +87,14 @@ export function gpt2TokenizerJson(g: GgufFile, tokens: string[], types: number[]
 }
 
 /** A byte-level BPE GGUF tokenizer: BOS added by default only when add_bos_token says so. */
-class GgufBpeTokenizer extends HfTokenizer {
-  constructor(init: ConstructorParameters<typeof HfTokenizer>[0], private readonly addBosDefault: boolean) {
+export class GgufBpeTokenizer extends HfTokenizer {
+  override readonly recipe: TokenizerRecipe;
+  constructor(
+    init: ConstructorParameters<typeof HfTokenizer>[0],
+    private readonly addBosDefault: boolean,
+  ) {
     super(init);
+    this.recipe = { kind: 'hf', init, addBosDefault };
   }
   override encode(text: string, options: { addBos?: boolean } = {}): number[] {
     return super.encode(text, { addBos: options.addBos ?? (this.addBosDefault && this.bosTokenId !== undefined) });

@@ -16,7 +16,7 @@
  * like SentencePiece, a leading space of the first piece is dropped.
  */
 import { HipAttnError } from '../errors.js';
-import type { DecodeOptions, EncodeOptions, TextTokenizer } from './tokenizer.js';
+import type { DecodeOptions, EncodeOptions, TextTokenizer, TokenizerRecipe } from './tokenizer.js';
 
 /** llama.cpp token types (tokenizer.ggml.token_type). */
 export enum SpmTokenType {
@@ -92,6 +92,7 @@ class BigramHeap {
 }
 
 export class SpmTokenizer implements TextTokenizer {
+  readonly recipe: TokenizerRecipe;
   readonly vocabSize: number;
   readonly bosTokenId: number | undefined;
   readonly eosTokenIds: readonly number[];
@@ -111,6 +112,7 @@ export class SpmTokenizer implements TextTokenizer {
   private readonly name: string;
 
   constructor(v: SpmVocab) {
+    this.recipe = { kind: 'spm', vocab: v };
     this.name = v.name ?? 'GGUF tokenizer';
     const n = v.tokens.length;
     if (n === 0 || v.scores.length !== n || v.types.length !== n) {

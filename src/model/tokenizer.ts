@@ -5,6 +5,7 @@
  */
 import { Tokenizer } from '@huggingface/tokenizers';
 import { HipAttnError } from '../errors.js';
+import type { SpmVocab } from './spm-tokenizer.js';
 import { checkTokenizerJson } from './tokenizer-json.js';
 
 export interface EncodeOptions {
@@ -21,7 +22,15 @@ export interface DecodeOptions {
   skipSpecialTokens?: boolean;
 }
 
+/**
+ * What a tokenizer was built from, structured-cloneable, so that the same tokenizer can be built
+ * again elsewhere (a worker thread: see runtime/tokenize-worker.ts and model/tokenizer-recipe.ts).
+ */
+export type TokenizerRecipe = { kind: 'hf'; init: HfTokenizerInit; addBosDefault?: boolean } | { kind: 'spm'; vocab: SpmVocab };
+
 export interface TextTokenizer {
+  /** How to build this tokenizer again (absent for tokenizers that cannot say). */
+  readonly recipe?: TokenizerRecipe;
   readonly vocabSize: number;
   readonly bosTokenId: number | undefined;
   /** Token ids that end generation. */
@@ -77,11 +86,13 @@ export class HfTokenizer implements TextTokenizer {
   readonly eosTokenIds: readonly number[];
   readonly specialTokens: Readonly<Record<string, string>>;
   readonly chatTemplate: string | undefined;
+  readonly recipe: TokenizerRecipe;
   private readonly tok: Tokenizer;
   private readonly special: Set<number>;
   private readonly name: string;
 
   constructor(init: HfTokenizerInit) {
+    this.recipe = { kind: 'hf', init };
     this.name = init.name ?? 'tokenizer.json';
     const cfg = init.tokenizerConfig ?? {};
     if (typeof init.tokenizerJson !== 'object' || init.tokenizerJson === null) {

@@ -8,7 +8,8 @@
  */
 import { HipAttnError } from '../errors.js';
 import type { ResolvedAttentionConfig } from '../attention/method.js';
-import { type ChatMessage, DEFAULT_CHAT_STOP, encodeChat, usesDefaultChatTemplate } from '../model/chat-template.js';
+import { type ChatMessage, chatText, DEFAULT_CHAT_STOP, encodeChat, usesDefaultChatTemplate } from '../model/chat-template.js';
+import { TokenizeWorker } from './tokenize-worker.js';
 import type { LlamaConfig } from '../model/config.js';
 import { type GeneratedToken, type GenerateOptions, type GenerationResult, generateTokens } from '../model/generate.js';
 import type { ForwardOptions } from '../model/llama-cpu.js';
@@ -54,6 +55,9 @@ export class HipModel {
     private readonly store: TensorStore,
   ) {}
 
+  /** The tokenizer's worker thread (started by the first long prompt of encodeAsync), or null where there is none. */
+  private worker: Promise<TokenizeWorker | null> | undefined;
+
   /** Context capacity in tokens (the KV cache's size). */
   get contextLength(): number {
     return this.backend.capacity;
@@ -72,6 +76,23 @@ export class HipModel {
       return [...prompt.ids];
     }
     throw new HipAttnError('INVALID_OPTION', 'a prompt is a string, { messages } or { ids }');
+  }
+
+  /**
+   * The same ids as `encode`, with prompts of at least `offThreadChars` characters (default
+   * 16 384) tokenized in a worker thread, so that the event loop keeps running meanwhile (Node,
+   * from the built package: see runtime/tokenize-worker.ts; elsewhere this is `encode`). A
+   * server tokenizes its requests this way.
+   */
+  async encodeAsync(prompt: Prompt, offThreadChars = 16_384): Promise<number[]> {
+    if (typeof prompt !== 'string' && !('messages' in prompt)) return this.encode(prompt);
+    const chat = typeof prompt === 'string' ? undefined : chatText(this.tokenizer, prompt.messages, { addGenerationPrompt: true });
+    const text = chat ? chat.text : (prompt as string);
+    if (text.length < offThreadChars) return this.encode(prompt);
+    this.worker ??= TokenizeWorker.start(this.tokenizer).catch(() => null);
+    const worker = await this.worker;
+    if (!worker) return this.encode(prompt);
+    return chat ? [...chat.prefix, ...(await worker.encode(chat.text, { addBos: false }))] : await worker.encode(text);
   }
 
   private options(opts: StreamOptions, promptTokens: number): GenerateOptions {
@@ -159,6 +180,8 @@ export class HipModel {
   }
 
   async dispose(): Promise<void> {
+    await (await this.worker)?.close();
+    this.worker = undefined;
     await this.backend.dispose();
     await this.store.close();
   }

@@ -28,7 +28,7 @@ import { ApiError, type EndpointKind, type GenerationRequest, invalid, type Open
 import { type Lease, QueueCancelledError, QueueFullError, Scheduler } from './scheduler.js';
 
 /** What the server needs of a model (a HipModel, or a test double wrapping one). */
-export type ServedModel = Pick<HipModel, 'name' | 'contextLength' | 'encode' | 'stream'> & Partial<Pick<HipModel, 'attention' | 'chatStopStrings'>>;
+export type ServedModel = Pick<HipModel, 'name' | 'contextLength' | 'encode' | 'stream'> & Partial<Pick<HipModel, 'attention' | 'chatStopStrings' | 'encodeAsync'>>;
 
 export interface ServerOptions {
   /** Interface to listen on. Default 127.0.0.1 (loopback only); '0.0.0.0' or '::' to listen on the network. */
@@ -471,7 +471,10 @@ export function buildServer(models: ServedModel | readonly ServedModel[], option
     let ids: number[];
     try {
       const input = req.input;
-      ids = 'text' in input ? first.encode(input.text) : 'ids' in input ? first.encode({ ids: input.ids }) : first.encode({ messages: input.messages });
+      const prompt = 'text' in input ? input.text : 'ids' in input ? { ids: input.ids } : { messages: input.messages };
+      // Long prompts are tokenized in a worker thread where the model offers one (HipModel from
+      // the built package), so /health and other requests are answered meanwhile.
+      ids = first.encodeAsync ? await first.encodeAsync(prompt) : first.encode(prompt);
     } catch (e) {
       if (e instanceof HipAttnError) throw invalid(req.inputParam, `'${req.inputParam}': ${e.message}`);
       throw e;
