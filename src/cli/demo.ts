@@ -11,6 +11,7 @@ import { basename } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { Haystack, passkeyTask } from '../eval/prompts.js';
+import { isSoftwareAdapter } from '../gpu/device.js';
 import { loadModel } from '../runtime/load.js';
 import { addAttentionOptions, intArg, intListArg } from './attention-options.js';
 import { defaultHaystackPath, depthListArg, runRetrievalCommand } from './eval.js';
@@ -32,10 +33,6 @@ export const DEMO_PRESETS: Record<'gpu' | 'slow', DemoPreset> = {
   slow: { lengths: [2048], depths: [0.25, 0.75], trials: 1 },
 };
 
-/** A WebGPU adapter that runs on the CPU (its description, as the backend reports it). */
-export function isSoftwareAdapter(description: string): boolean {
-  return /\bsoftware\b|llvmpipe|lavapipe|swiftshader|\(fallback\)/i.test(description);
-}
 
 export function registerDemo(program: Command): void {
   const cmd = program
@@ -56,9 +53,10 @@ export function registerDemo(program: Command): void {
     // Which device does 'auto' give? (A small load; the weights of the embedded model take a moment.)
     const probe = await loadModel(modelPath, { ...deviceOptionsFrom(opts), attention: 'dense', contextLength: 16, hub: hubOptionsFrom(opts) });
     const device = probe.backend.device;
+    const adapter = probe.backend.adapter;
     const description = probe.backend.description;
     await probe.dispose();
-    const slow = device === 'cpu' || isSoftwareAdapter(description);
+    const slow = device === 'cpu' || (adapter !== undefined && isSoftwareAdapter(adapter));
     const preset = DEMO_PRESETS[slow ? 'slow' : 'gpu'];
     const lengths = (opts.lengths as number[] | undefined) ?? preset.lengths;
     const depths = (opts.depths as number[] | undefined) ?? preset.depths;

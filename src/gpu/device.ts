@@ -401,7 +401,7 @@ export function summarizeAdapterInfo(info: GPUAdapterInfo | undefined | null): G
 export function isSoftwareAdapter(info: GpuAdapterSummary): boolean {
   if (info.isFallbackAdapter) return true;
   const text = `${info.vendor} ${info.architecture} ${info.device} ${info.description}`;
-  return /llvmpipe|lavapipe|softpipe|swiftshader|microsoft basic render|\bwarp\b/i.test(text) || /^software$/i.test(info.architecture);
+  return /llvmpipe|lavapipe|softpipe|swiftshader|microsoft basic render|\bwarp\b|\bsoftware\b/i.test(text);
 }
 
 /** One line naming an adapter, for logs and error messages. */

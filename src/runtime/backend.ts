@@ -3,6 +3,7 @@
  * interface, so generation, evaluation and serving never branch on the device.
  */
 import type { AttentionMethod } from '../attention/method.js';
+import type { GpuAdapterSummary } from '../gpu/device.js';
 import type { ForwardOptions } from '../model/llama-cpu.js';
 
 export type DeviceKind = 'cpu' | 'webgpu';
@@ -11,6 +12,8 @@ export interface ModelBackend {
   readonly device: DeviceKind;
   /** A one-line description (e.g. the GPU adapter). */
   readonly description: string;
+  /** The GPU adapter (WebGPU backends). */
+  readonly adapter?: GpuAdapterSummary;
   /** KV-cache capacity in tokens. */
   readonly capacity: number;
   /** Tokens held in the KV cache (position of the next token). */
@@ -32,6 +35,7 @@ export interface ModelBackend {
 export interface BackendParts {
   device: DeviceKind;
   description: string;
+  adapter?: GpuAdapterSummary;
   capacity: number;
   model: {
     readonly position: number;
@@ -49,6 +53,7 @@ export function assembleBackend(p: BackendParts): ModelBackend {
   return {
     device: p.device,
     description: p.description,
+    ...(p.adapter ? { adapter: p.adapter } : {}),
     capacity: p.capacity,
     get position() {
       return p.model.position;

@@ -53,6 +53,7 @@ export async function createGpuBackend(
   return assembleBackend({
     device: 'webgpu',
     description: `WebGPU ${summaryLine(gpu.adapterInfo)}, ${dtype}`,
+    adapter: gpu.adapterInfo,
     capacity,
     model: lm,
     attention: layers,

@@ -18,7 +18,7 @@
  * (batch, KV head) that still does not fit throws HipAttnError('OUT_OF_MEMORY').
  */
 import { HipAttnError, ShapeError } from '../../errors.js';
-import { BufferUsage, formatBytes, type CompiledPipeline, type GpuContext, type TimedEncoder } from '../../gpu/index.js';
+import { BufferUsage, formatBytes, type CompiledPipeline, type GpuContext, isSoftwareAdapter, type TimedEncoder } from '../../gpu/index.js';
 import type { GpuAttentionProblem, GpuKeySet, GpuTensor4, StorageType } from '../types.js';
 import { AttnParams, type AttnParamValues } from './keyset-wgsl.js';
 import { plainVariantName, plainWgsl, plainWorkgroupBytes, type PlainVariant } from './flash-plain.wgsl.js';
@@ -103,11 +103,6 @@ export interface AttentionKernelOptions {
   unrollLoops?: boolean;
 }
 
-/** lavapipe / llvmpipe / SwiftShader and other adapters flagged as fallback. */
-export function isSoftwareAdapter(gpu: GpuContext): boolean {
-  const i = gpu.adapterInfo;
-  return i.isFallbackAdapter || /swiftshader|llvmpipe|lavapipe|software/i.test(`${i.vendor} ${i.architecture} ${i.device} ${i.description}`);
-}
 
 /** Something to begin compute passes on: a command encoder, or a GpuTimer's TimedEncoder. */
 export type PassTarget = GPUCommandEncoder | TimedEncoder;
@@ -195,7 +190,7 @@ export async function createAttentionKernels(gpu: GpuContext, options: Attention
   const limits = gpu.limits;
   const maxBinding = Math.min(limits.maxStorageBufferBindingSize, options.maxBindingBytes ?? Infinity);
   const wgMem = limits.maxComputeWorkgroupStorageSize;
-  const unroll = options.unrollLoops ?? !isSoftwareAdapter(gpu);
+  const unroll = options.unrollLoops ?? !isSoftwareAdapter(gpu.adapterInfo);
 
   // ---- prefill path selection
   let prefillPath: Exclude<PrefillPath, 'auto'> = 'plain';
