@@ -88,10 +88,12 @@ export class HipModel {
     if (typeof prompt !== 'string' && !('messages' in prompt)) return this.encode(prompt);
     const chat = typeof prompt === 'string' ? undefined : chatText(this.tokenizer, prompt.messages, { addGenerationPrompt: true });
     const text = chat ? chat.text : (prompt as string);
-    if (text.length < offThreadChars) return this.encode(prompt);
+    // The chat template is rendered once (above), whichever thread tokenizes.
+    const here = (): number[] => (chat ? [...chat.prefix, ...this.tokenizer.encode(chat.text, { addBos: false })] : this.tokenizer.encode(text));
+    if (text.length < offThreadChars) return here();
     this.worker ??= TokenizeWorker.start(this.tokenizer).catch(() => null);
     const worker = await this.worker;
-    if (!worker) return this.encode(prompt);
+    if (!worker) return here();
     return chat ? [...chat.prefix, ...(await worker.encode(chat.text, { addBos: false }))] : await worker.encode(text);
   }
 
